@@ -1,0 +1,3 @@
+"""netwatch agent: runs probes on a site node and ships their Samples to the centre."""
+
+__version__ = "0.1.0"

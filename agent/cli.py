@@ -1,0 +1,249 @@
+"""``netwatch-agent``: run the agent, check its config, and the field technician's one-shot tools.
+
+Exit codes: 0 all well; 1 a target is down or degraded; 2 bad config or usage; 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from agent import __version__
+from agent import config as agent_config
+from agent.output import console, print_json_lines, print_samples_json, samples_table, status_counts, summary_line
+from probes import registry
+from probes.base import Probe
+from probes.configfile import ConfigError, problems_from
+from probes.model import Sample
+
+EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="netwatch agent: probes links, switches and room sensors at a site and ships the results to the centre.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="agent config file (YAML)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _load(path: Path) -> agent_config.AgentConfig:
+    try:
+        return agent_config.load(path)
+    except ConfigError as e:
+        console().print(f"[red]config error[/red] / 配置错误:\n{e}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _exit_for(samples: list[Sample]) -> int:
+    c = status_counts(samples)
+    return EXIT_TARGET_DOWN if c["down"] or c["degraded"] else EXIT_OK
+
+
+def _report(samples: list[Sample], as_json: bool, title: str) -> None:
+    if as_json:
+        print_samples_json(samples)
+        return
+    con = console()
+    con.print(samples_table(samples, title=title))
+    con.print(summary_line(status_counts(samples)))
+
+
+@app.command()
+def run(config: ConfigOpt, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+        tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines)")] = None) -> None:
+    """Run the agent until stopped (SIGINT/SIGTERM)."""
+    cfg = _load(config)
+    _setup_logging(log_level)
+    from agent.runner import Agent  # imports paho: only when running
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        _announce_icmp_mode(cfg)
+        await Agent(cfg, tee=tee).run(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        logging.getLogger("netwatch.agent").error("agent stopped: %s", e)
+        raise typer.Exit(EXIT_RUNTIME) from None
+
+
+def _announce_icmp_mode(cfg: agent_config.AgentConfig) -> None:
+    if any(e.kind == "icmp" for e in cfg.probes):
+        from probes.icmp.probe import detect_mode
+
+        logging.getLogger("netwatch.agent").info("ICMP mode: %s", detect_mode())
+
+
+@app.command()
+def check(config: ConfigOpt, json: JsonOpt = False) -> None:
+    """Validate the config and print what would run."""
+    cfg = _load(config)
+    rows = [{"type": e.kind, "name": e.name, "interval_s": e.interval_s, "timeout_s": e.timeout_s,
+             "jitter_s": e.jitter_s, "tags": e.tags} for e in cfg.probes]
+    if json:
+        print_json_lines([{"agent": cfg.agent.id, "site": cfg.agent.site, "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
+                           "tls": cfg.mqtt.tls is not None, "probes": rows}])
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"config OK / 配置有效: [bold]{config}[/bold] — agent [cyan]{cfg.agent.id}[/cyan] at site {cfg.agent.site}")
+    con.print(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.tls else '[yellow]no TLS[/yellow]'}"
+              f"{', user ' + cfg.mqtt.username if cfg.mqtt.username else ''}; spool {cfg.spool.path}")
+    t = Table(title=f"{len(rows)} probes / 个探测")
+    for col in ("type", "name", "interval", "timeout", "tags"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["type"], r["name"], f"{r['interval_s']:g}s", f"{r['timeout_s']:g}s",
+                  " ".join(f"{k}={v}" for k, v in r["tags"].items()))
+    con.print(t)
+
+
+@app.command()
+def once(config: ConfigOpt, json: JsonOpt = False) -> None:
+    """Run every configured probe once, print the samples, and exit (the technician's first command)."""
+    cfg = _load(config)
+    _setup_logging("warning")
+    from agent.scheduler import Scheduler
+
+    sched = Scheduler(cfg.probes, lambda s: None, concurrency=cfg.scheduler.concurrency, tags=cfg.agent.tags,
+                      identity_tags={"site": cfg.agent.site, "agent": cfg.agent.id})
+
+    async def main() -> list[Sample]:
+        try:
+            return await sched.run_once()
+        finally:
+            for p in sched.probes:
+                await p.aclose()
+
+    samples = asyncio.run(main())
+    _report(samples, json, f"{cfg.agent.id} @ {cfg.agent.site}")
+    raise typer.Exit(_exit_for(samples))
+
+
+@app.command()
+def status(config: ConfigOpt, json: JsonOpt = False) -> None:
+    """Show the spool: batches waiting, oldest unsent, drops, and what was acknowledged."""
+    cfg = _load(config)
+    from agent.spool import read_stats
+
+    if not cfg.spool.path.exists():
+        console().print(f"no spool at {cfg.spool.path} yet (the agent has not run) / 尚无缓存")
+        raise typer.Exit(EXIT_OK)
+    st = read_stats(cfg.spool.path)
+    row = {"agent": cfg.agent.id, "spool": str(cfg.spool.path), "depth": st.depth, "bytes": st.bytes,
+           "oldest_unsent_s": round(st.oldest_age_s(), 1), "last_seq": st.last_seq,
+           "dropped_batches": st.dropped_batches, "dropped_samples": st.dropped_samples,
+           "acked_batches": st.acked_batches, "acked_samples": st.acked_samples}
+    if json:
+        print_json_lines([row])
+        return
+    con = console()
+    for k, v in row.items():
+        con.print(f"{k:>16}: {v}")
+
+
+def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_json: bool) -> None:
+    cls: type[Probe] = registry.get(kind)
+    try:
+        cfg = cls.config_model.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as e:
+        for p in problems_from(e, cls.config_model):
+            console().print(f"[red]{p.key}: {p.message}[/red] {p.fix}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    probe = cls(cfg, name=name, timeout_s=timeout_s)
+
+    async def main() -> list[Sample]:
+        try:
+            return await asyncio.wait_for(probe.collect(), timeout_s + 1)
+        finally:
+            await probe.aclose()
+
+    samples = asyncio.run(main())
+    _report(samples, as_json, f"{kind} {name}")
+    raise typer.Exit(_exit_for(samples))
+
+
+def _host_port(target: str, default_port: int | None = None) -> tuple[str, int | None]:
+    if target.startswith("["):  # [v6]:port
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if target.count(":") == 1:
+        host, port = target.split(":")
+        return host, int(port)
+    return target, default_port
+
+
+@app.command()
+def ping(target: Annotated[str, typer.Argument(help="host name or address")],
+         count: Annotated[int, typer.Option(help="echo requests to send")] = 5,
+         interval: Annotated[str, typer.Option(help="pause between requests")] = "200ms",
+         timeout: Annotated[str, typer.Option(help="wait for each reply")] = "1s",
+         json: JsonOpt = False) -> None:
+    """Ping a host: loss, RTT min/avg/max and jitter."""
+    from probes.base import parse_duration
+
+    budget = count * (parse_duration(interval) + parse_duration(timeout)) + 2
+    _one_shot("icmp", {"host": target, "count": count, "interval": interval, "timeout": timeout}, target, budget, json)
+
+
+@app.command()
+def tcp(target: Annotated[str, typer.Argument(help="host:port")],
+        send: Annotated[str | None, typer.Option(help="text to send after connecting (\\r\\n allowed)")] = None,
+        expect: Annotated[str | None, typer.Option(help="regex the reply must match")] = None,
+        timeout: Annotated[str, typer.Option(help="connect/reply timeout")] = "3s",
+        json: JsonOpt = False) -> None:
+    """Connect to host:port: connect time, and optionally send/expect."""
+    from probes.base import parse_duration
+
+    host, port = _host_port(target)
+    if port is None:
+        console().print("[red]TARGET must be host:port[/red], e.g. 10.2.0.1:22")
+        raise typer.Exit(EXIT_CONFIG)
+    _one_shot("tcp", {"host": host, "port": port, "send": send, "expect": expect, "timeout": timeout},
+              target, parse_duration(timeout) * 2 + 1, json)
+
+
+@app.command()
+def http(url: Annotated[str, typer.Argument(help="http:// or https:// URL")],
+         expect_regex: Annotated[str | None, typer.Option("--expect", help="regex the body must match")] = None,
+         insecure: Annotated[bool, typer.Option("--insecure", help="do not verify the TLS certificate")] = False,
+         timeout: Annotated[str, typer.Option(help="request timeout")] = "10s",
+         json: JsonOpt = False) -> None:
+    """Fetch a URL: status, response time, certificate days left, content fingerprint."""
+    from probes.base import parse_duration
+
+    raw: dict[str, Any] = {"url": url, "body_regex": expect_regex, "timeout": timeout, "fingerprint": {"enabled": True}}
+    if insecure:
+        raw["verify_tls"] = False
+    _one_shot("http", raw, url, parse_duration(timeout) + 2, json)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"netwatch-agent {__version__}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Printing Samples for people (rich tables) and for scripts (JSON lines, one object each)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from probes.model import PROBE_STATUS, Sample
+
+HIDDEN_TAGS = {"site", "agent"}
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def print_json_lines(rows: Iterable[dict]) -> None:
+    out = sys.stdout.buffer
+    for row in rows:
+        out.write(orjson.dumps(row) + b"\n")
+    out.flush()
+
+
+def print_samples_json(samples: Iterable[Sample]) -> None:
+    print_json_lines(s.to_dict() for s in samples)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}".rstrip("0").rstrip(".") if abs(v) < 1e12 else f"{v:.4g}"
+    return str(v)
+
+
+def samples_table(samples: Sequence[Sample], *, title: str | None = None, show_identity: bool = False) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("time")
+    table.add_column("measurement", style="cyan")
+    table.add_column("tags")
+    table.add_column("fields")
+    for s in samples:
+        tags = " ".join(f"{k}={v}" for k, v in sorted(s.tags.items()) if show_identity or k not in HIDDEN_TAGS)
+        fields = " ".join(f"{k}={_fmt(v)}" for k, v in s.fields.items())
+        if s.measurement == PROBE_STATUS:
+            colour = {"ok": "green", "degraded": "yellow", "down": "red"}.get(str(s.fields.get("status")), "white")
+            fields = f"[{colour}]{fields}[/{colour}]"
+        ts = datetime.fromtimestamp(s.time_ns / 1e9).strftime("%H:%M:%S")
+        table.add_row(ts, s.measurement, tags, fields)
+    return table
+
+
+def status_counts(samples: Iterable[Sample]) -> dict[str, int]:
+    counts = {"ok": 0, "degraded": 0, "down": 0}
+    for s in samples:
+        if s.measurement == PROBE_STATUS:
+            st = str(s.fields.get("status", "ok"))
+            counts[st] = counts.get(st, 0) + 1
+    return counts
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    """Bilingual, for the technician in the equipment room."""
+    return (f"ok {counts['ok']} · degraded {counts['degraded']} · down {counts['down']}"
+            f"  |  正常 {counts['ok']} · 降级 {counts['degraded']} · 故障 {counts['down']}")

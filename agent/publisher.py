@@ -1,0 +1,188 @@
+"""Ships spooled batches to the broker over MQTT (paho-mqtt 2.x, QoS 1), and keeps the
+agent's retained online/offline status, with the offline message as the Last Will."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.spool import Spool
+
+log = logging.getLogger("netwatch.agent.publisher")
+
+
+def topics(root: str, agent_id: str) -> dict[str, str]:
+    base = f"{root.rstrip('/')}/agents/{agent_id}"
+    return {k: f"{base}/{k}" for k in ("metrics", "events", "status", "config", "cmd")}
+
+
+class Publisher:
+    def __init__(self, cfg: AgentConfig, spool: Spool, *, config_version: str = "", capabilities: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.topics = topics(cfg.mqtt.topic_root, cfg.agent.id)
+        self.config_version = config_version
+        self.capabilities = capabilities or []
+        self.connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, sent monotonic)
+        self._first_failure_logged = False
+        # counters, reported in the agent's own metrics
+        self.published = 0
+        self.acked = 0
+        self.connects = 0
+        self.disconnects = 0
+        self.last_latency_ms: float | None = None
+
+        m = cfg.mqtt
+        client_id = m.client_id or f"netwatch-agent-{cfg.agent.id}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client.max_inflight_messages_set(m.max_inflight)
+        self.client.reconnect_delay_set(1, 30)
+        if m.username:
+            self.client.username_pw_set(m.username, m.resolved_password())
+        if m.tls is not None:
+            self.client.tls_set(
+                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            self.client.tls_insecure_set(m.tls.insecure_hostname)
+        self.client.will_set(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+
+    # -- status -------------------------------------------------------------------------
+    def _status_payload(self, state: str) -> bytes:
+        return orjson.dumps({
+            "state": state,
+            "agent": self.cfg.agent.id,
+            "site": self.cfg.agent.site,
+            "version": __version__,
+            "config_version": self.config_version,
+            "capabilities": self.capabilities,
+            "time": time.time_ns(),
+        })
+
+    # -- paho callbacks (network thread) -> hop onto the asyncio loop ------------------
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self._call(self._note_failure, f"broker refused the connection: {reason}")
+            return
+        client.publish(self.topics["status"], self._status_payload("online"), qos=1, retain=True)
+        self._call(self._connected)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._call(self._disconnected, str(reason))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._call(self._acked, mid)
+
+    # -- state changes (asyncio thread) -------------------------------------------------
+    def _connected(self) -> None:
+        self.connected = True
+        self.connects += 1
+        self._first_failure_logged = False
+        # Whatever was in flight on the old connection is resent from the spool; the collector
+        # drops the copies it already has by (agent, seq).
+        self._inflight.clear()
+        m = self.cfg.mqtt
+        log.info("connected to broker %s:%d%s", m.host, m.port, " (TLS)" if m.tls else "")
+        self._kick()
+
+    def _disconnected(self, reason: str) -> None:
+        if self.connected:
+            self.disconnects += 1
+            log.warning("lost the broker connection (%s); batches stay in the spool until it is back", reason)
+        self.connected = False
+        self._inflight.clear()
+
+    def _note_failure(self, text: str) -> None:
+        if not self._first_failure_logged:
+            log.error("%s", text)
+            self._first_failure_logged = True
+
+    def _acked(self, mid: int) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
+            return  # the status message, or an ack from a connection we already gave up on
+        seq, sent = entry
+        self.spool.ack([seq])
+        self.acked += 1
+        self.last_latency_ms = (time.monotonic() - sent) * 1000
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- running ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        m = self.cfg.mqtt
+        self.client.connect_async(m.host, m.port, keepalive=int(m.keepalive))
+        self.client.loop_start()
+
+    def notify(self) -> None:
+        """A new batch is in the spool."""
+        self._kick()
+
+    def _fill(self) -> None:
+        room = self.cfg.mqtt.max_inflight - len(self._inflight)
+        if room <= 0 or not self.connected:
+            return
+        busy = {seq for seq, _ in self._inflight.values()}
+        for seq, payload in self.spool.pending(room, exclude=busy):
+            info = self.client.publish(self.topics["metrics"], payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # disconnected under us; the on_disconnect hop will follow
+            self._inflight[info.mid] = (seq, time.monotonic())
+            self.published += 1
+
+    async def pump(self, stop: asyncio.Event) -> None:
+        assert self._wake is not None
+        while not stop.is_set():
+            self._fill()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except TimeoutError:
+                pass
+
+    async def drain(self, timeout_s: float) -> bool:
+        """At shutdown: publish what is spooled and wait for acks, up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._fill()
+            if self.connected and not self._inflight and not self.spool.pending(1):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.connected:
+            info = self.client.publish(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,119 @@
+"""The running agent: scheduler -> batches -> spool -> publisher, plus the agent's own metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from agent import wire
+from agent.config import AgentConfig
+from agent.publisher import Publisher
+from agent.scheduler import Scheduler
+from agent.spool import Spool
+from probes.model import Sample
+
+log = logging.getLogger("netwatch.agent")
+
+#: The agent's own health, one Sample per this many seconds.
+SELF_METRICS_EVERY_S = 30.0
+
+
+def config_version(cfg: AgentConfig) -> str:
+    return hashlib.sha256(cfg.path.read_bytes()).hexdigest()[:12]
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, *, tee: Path | None = None) -> None:
+        self.cfg = cfg
+        # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
+        self._tee: BinaryIO | None = open(tee, "ab") if tee is not None else None  # noqa: SIM115
+        self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age)
+        self.identity = {"site": cfg.agent.site, "agent": cfg.agent.id}
+        self.scheduler = Scheduler(cfg.probes, self._collected, concurrency=cfg.scheduler.concurrency,
+                                   tags=cfg.agent.tags, identity_tags=self.identity)
+        kinds = sorted({e.kind for e in cfg.probes})
+        self.publisher = Publisher(cfg, self.spool, config_version=config_version(cfg), capabilities=kinds)
+        self._buffer: list[Sample] = []
+        self.samples_spooled = 0
+
+    def _collected(self, samples: list[Sample]) -> None:
+        self._buffer.extend(samples)
+        if len(self._buffer) >= self.cfg.publish.batch_max_samples:
+            self.flush()
+
+    def flush(self) -> None:
+        """Cut what is buffered into batches and put them in the spool."""
+        limit = self.cfg.publish.batch_max_samples
+        while self._buffer:
+            batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
+            a = self.cfg.agent
+            self.spool.put(lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=self.cfg.publish.compress), len(batch))
+            self.samples_spooled += len(batch)
+            if self._tee is not None:
+                self._tee.write(b"".join(orjson.dumps(x.to_dict()) + b"\n" for x in batch))
+                self._tee.flush()
+        dropped_b, dropped_s = self.spool.enforce_caps()
+        if dropped_b:
+            log.warning("spool full: dropped the %d oldest batches (%d samples) — raise spool.max_bytes/max_age or fix the link",
+                        dropped_b, dropped_s)
+        self.publisher.notify()
+
+    def self_sample(self) -> Sample:
+        st = self.spool.stats()
+        p = self.publisher
+        fields: dict[str, int | float | bool | str] = {
+            "spool_depth": st.depth,
+            "spool_bytes": st.bytes,
+            "spool_oldest_s": round(st.oldest_age_s(), 3),
+            "dropped_batches": st.dropped_batches,
+            "dropped_samples": st.dropped_samples,
+            "published_batches": p.published,
+            "acked_batches": p.acked,
+            "connected": p.connected,
+            "reconnects": max(0, p.connects - 1),
+            "probe_runs": self.scheduler.runs,
+            "probe_overruns": self.scheduler.overruns,
+        }
+        if p.last_latency_ms is not None:
+            fields["publish_latency_ms"] = round(p.last_latency_ms, 3)
+        return Sample("netwatch_agent", dict(self.identity), fields, time.time_ns())
+
+    async def _batcher(self, stop: asyncio.Event) -> None:
+        last_self = 0.0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.cfg.publish.batch_interval)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - last_self >= SELF_METRICS_EVERY_S:
+                self._buffer.append(self.self_sample())
+                last_self = now
+            self.flush()
+
+    async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
+        self.publisher.start()
+        m = self.cfg.mqtt
+        log.info("agent %s (site %s): %d probes, publishing to %s:%d as %s", self.cfg.agent.id, self.cfg.agent.site,
+                 len(self.cfg.probes), m.host, m.port, self.publisher.topics["metrics"])
+        tasks = [asyncio.create_task(self.scheduler.run(stop)), asyncio.create_task(self.publisher.pump(stop)),
+                 asyncio.create_task(self._batcher(stop))]
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.flush()
+            if not await self.publisher.drain(drain_timeout_s):
+                st = self.spool.stats()
+                log.warning("stopping with %d batches not yet acknowledged; they stay in the spool %s for next start",
+                            st.depth, self.spool.path)
+            self.publisher.stop()
+            self.spool.close()
+            if self._tee is not None:
+                self._tee.close()

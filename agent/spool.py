@@ -1,0 +1,169 @@
+"""The agent's on-disk spool: every batch is written here before it is published and removed
+only when the broker acknowledges it. Also the source of the monotonic batch sequence number."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    depth: int
+    bytes: int
+    oldest_ns: int | None
+    last_seq: int
+    dropped_batches: int
+    dropped_samples: int
+    acked_batches: int = 0
+    acked_samples: int = 0
+
+    def oldest_age_s(self, now_ns: int | None = None) -> float:
+        if self.oldest_ns is None:
+            return 0.0
+        return max(0.0, ((now_ns or time.time_ns()) - self.oldest_ns) / 1e9)
+
+
+class Spool:
+    def __init__(self, path: str | Path, *, max_bytes: int, max_age_s: float) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.max_age_ns = int(max_age_s * 1e9)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # WAL + synchronous=FULL: a batch the spool said it holds survives SIGKILL and power loss.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT COALESCE(SUM(size), 0), COALESCE(MAX(seq), 0) FROM batches").fetchone()
+        self._bytes = int(row[0])
+        self._last_seq = max(int(row[1]), self._meta("last_seq"))
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _bump(self, key: str, by: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            (key, by),
+        )
+
+    def put(self, encode: Callable[[int], bytes], samples: int, *, created_ns: int | None = None) -> int:
+        """Give the batch the next sequence number, encode it with that number and store it."""
+        seq = self._last_seq + 1
+        payload = encode(seq)
+        now = created_ns if created_ns is not None else time.time_ns()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO batches(seq, created_ns, samples, size, payload) VALUES (?, ?, ?, ?, ?)",
+                (seq, now, samples, len(payload), payload),
+            )
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (seq,),
+            )
+        self._last_seq = seq
+        self._bytes += len(payload)
+        return seq
+
+    def pending(self, limit: int, *, exclude: Iterable[int] = (), newest_first: bool = False) -> list[tuple[int, bytes]]:
+        """Unacknowledged batches, oldest first (or newest first), skipping ``exclude``."""
+        skip = set(exclude)
+        order = "DESC" if newest_first else "ASC"
+        out: list[tuple[int, bytes]] = []
+        cur = self._db.execute(f"SELECT seq, payload FROM batches ORDER BY seq {order}")
+        for seq, payload in cur:
+            if seq in skip:
+                continue
+            out.append((int(seq), bytes(payload)))
+            if len(out) >= limit:
+                break
+        cur.close()
+        return out
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Remove batches the broker has acknowledged; returns how many were removed."""
+        seqs = list(seqs)
+        if not seqs:
+            return 0
+        removed = samples = 0
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for seq in seqs:
+                row = self._db.execute("DELETE FROM batches WHERE seq = ? RETURNING size, samples", (seq,)).fetchone()
+                if row:
+                    removed += 1
+                    samples += int(row[1])
+                    self._bytes -= int(row[0])
+            if removed:
+                self._bump("acked_batches", removed)
+                self._bump("acked_samples", samples)
+        return removed
+
+    def enforce_caps(self, now_ns: int | None = None) -> tuple[int, int]:
+        """Drop the oldest batches past the age or byte cap. Returns (batches, samples) dropped."""
+        now = now_ns if now_ns is not None else time.time_ns()
+        dropped_b = dropped_s = 0
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            rows = self._db.execute(
+                "DELETE FROM batches WHERE created_ns < ? RETURNING size, samples", (now - self.max_age_ns,)
+            ).fetchall()
+            for size, n in rows:
+                self._bytes -= int(size)
+                dropped_b += 1
+                dropped_s += int(n)
+            while self._bytes > self.max_bytes:
+                row = self._db.execute(
+                    "DELETE FROM batches WHERE seq = (SELECT MIN(seq) FROM batches) RETURNING size, samples"
+                ).fetchone()
+                if row is None:
+                    self._bytes = 0
+                    break
+                self._bytes -= int(row[0])
+                dropped_b += 1
+                dropped_s += int(row[1])
+            if dropped_b:
+                self._bump("dropped_batches", dropped_b)
+                self._bump("dropped_samples", dropped_s)
+        return dropped_b, dropped_s
+
+    def stats(self) -> SpoolStats:
+        depth, oldest = self._db.execute("SELECT COUNT(*), MIN(created_ns) FROM batches").fetchone()
+        return SpoolStats(int(depth), self._bytes, oldest, self._last_seq,
+                          self._meta("dropped_batches"), self._meta("dropped_samples"),
+                          self._meta("acked_batches"), self._meta("acked_samples"))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def read_stats(path: str | Path) -> SpoolStats:
+    """Stats of a spool another process (the running agent) owns, for ``netwatch-agent status``."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        depth, size, oldest, maxseq = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size),0), MIN(created_ns), COALESCE(MAX(seq),0) FROM batches"
+        ).fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        db.close()
+    return SpoolStats(int(depth), int(size), oldest, max(int(maxseq), int(meta.get("last_seq", 0))),
+                      int(meta.get("dropped_batches", 0)), int(meta.get("dropped_samples", 0)),
+                      int(meta.get("acked_batches", 0)), int(meta.get("acked_samples", 0)))

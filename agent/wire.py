@@ -1,0 +1,197 @@
+"""The batch envelope on ``agents/{id}/metrics``: the one format agent and collector share.
+
+Layout: ``b"NW"`` + version byte + codec byte + body. The body is JSON
+``{"agent", "site", "seq", "sent", "samples": [[measurement, tags, fields, time_ns], ...]}``,
+zlib-compressed when the codec byte says so. ``seq`` is the agent's monotonic batch number
+(it survives restarts), which lets the collector drop redelivered batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from probes.model import Sample
+
+MAGIC = b"NW"
+VERSION = 1
+CODEC_NONE = 0
+CODEC_ZLIB = 1
+HEADER_LEN = 4
+
+# Bounds a collector enforces on what an agent sends; generous for real use, tight for abuse.
+MAX_NAME_LEN = 128
+MAX_TAG_LEN = 256
+MAX_TAGS = 64
+MAX_FIELDS = 256
+MAX_STRING_FIELD = 16 * 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class WireError(ValueError):
+    """A payload the collector refuses. ``reason`` is the counter it is filed under."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    agent: str
+    site: str
+    seq: int
+    sent_ns: int
+    samples: list[Sample]
+    #: samples dropped while decoding, by reason (bad_sample, bad_time...)
+    dropped: dict[str, int]
+
+
+def encode(
+    agent: str,
+    site: str,
+    seq: int,
+    samples: Iterable[Sample],
+    *,
+    sent_ns: int | None = None,
+    compress: bool = True,
+) -> bytes:
+    body = orjson.dumps(
+        {
+            "agent": agent,
+            "site": site,
+            "seq": seq,
+            "sent": sent_ns if sent_ns is not None else time.time_ns(),
+            "samples": [[s.measurement, s.tags, s.fields, s.time_ns] for s in samples],
+        }
+    )
+    if compress:
+        return MAGIC + bytes((VERSION, CODEC_ZLIB)) + zlib.compress(body, 6)
+    return MAGIC + bytes((VERSION, CODEC_NONE)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_samples: int = 50_000
+    max_past_s: float = 400 * 86400.0
+    max_future_s: float = 3600.0
+
+
+def _ok_name(s: object, limit: int) -> bool:
+    return isinstance(s, str) and 0 < len(s) <= limit and s.isprintable()
+
+
+def _decompress(data: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise WireError("bad_compression", str(e)) from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise WireError("too_large", f"body expands past {limit} bytes")
+    if not d.eof:
+        raise WireError("bad_compression", "compressed stream is truncated")
+    return out
+
+
+def _check_sample(raw: object, lo_ns: int, hi_ns: int) -> Sample | str:
+    """A valid Sample, or the reason it is not one."""
+    if not isinstance(raw, list) or len(raw) != 4:
+        return "bad_sample"
+    measurement, tags, fields, ts = raw
+    if not _ok_name(measurement, MAX_NAME_LEN):
+        return "bad_sample"
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        return "bad_sample"
+    clean_tags: dict[str, str] = {}
+    for k, v in tags.items():
+        if not _ok_name(k, MAX_TAG_LEN) or not isinstance(v, str) or len(v) > MAX_TAG_LEN:
+            return "bad_sample"
+        if not v.isprintable():
+            return "bad_sample"
+        if v:  # an empty tag value means "no such tag"
+            clean_tags[k] = v
+    if not isinstance(fields, dict) or not fields or len(fields) > MAX_FIELDS:
+        return "bad_sample"
+    for k, v in fields.items():
+        if not _ok_name(k, MAX_NAME_LEN):
+            return "bad_sample"
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if not INT64_MIN <= v <= INT64_MAX:
+                return "bad_sample"
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return "bad_sample"
+        elif isinstance(v, str):
+            if len(v) > MAX_STRING_FIELD:
+                return "bad_sample"
+        else:
+            return "bad_sample"
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return "bad_sample"
+    if not lo_ns <= ts <= hi_ns:
+        return "bad_time"
+    return Sample(measurement, clean_tags, fields, ts)
+
+
+def decode(payload: bytes, *, topic_agent: str, limits: Limits = Limits(), now_ns: int | None = None) -> Envelope:
+    """Parse and validate one envelope, or raise WireError naming why it is refused.
+
+    Individually bad samples are dropped and counted in ``Envelope.dropped``; a bad envelope
+    (header, compression, JSON, schema, agent id not matching the topic) is refused whole.
+    """
+    if len(payload) > limits.max_payload_bytes:
+        raise WireError("too_large", f"{len(payload)} bytes > limit {limits.max_payload_bytes}")
+    if len(payload) < HEADER_LEN or payload[:2] != MAGIC:
+        raise WireError("bad_header", "not a netwatch envelope (no NW magic)")
+    version, codec = payload[2], payload[3]
+    if version != VERSION:
+        raise WireError("bad_version", f"envelope version {version}, this collector reads {VERSION}")
+    body = payload[HEADER_LEN:]
+    if codec == CODEC_ZLIB:
+        body = _decompress(body, limits.max_body_bytes)
+    elif codec != CODEC_NONE:
+        raise WireError("bad_compression", f"unknown codec {codec}")
+    elif len(body) > limits.max_body_bytes:
+        raise WireError("too_large", f"body {len(body)} bytes > limit {limits.max_body_bytes}")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise WireError("bad_json", str(e)[:200]) from None
+    if not isinstance(doc, dict):
+        raise WireError("bad_schema", "body is not a JSON object")
+    agent, site, seq, sent, samples = (doc.get(k) for k in ("agent", "site", "seq", "sent", "samples"))
+    if not isinstance(agent, str) or not isinstance(site, str) or not _ok_name(site, MAX_TAG_LEN):
+        raise WireError("bad_schema", "agent and site must be non-empty strings")
+    if agent != topic_agent:
+        raise WireError("agent_mismatch", f"envelope says agent {agent!r}, topic says {topic_agent!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT64_MAX:
+        raise WireError("bad_schema", "seq must be a non-negative integer")
+    if not isinstance(sent, int) or isinstance(sent, bool):
+        raise WireError("bad_schema", "sent must be an integer (ns)")
+    if not isinstance(samples, list):
+        raise WireError("bad_schema", "samples must be a list")
+    if len(samples) > limits.max_samples:
+        raise WireError("too_large", f"{len(samples)} samples > limit {limits.max_samples}")
+    now = now_ns if now_ns is not None else time.time_ns()
+    lo = now - int(limits.max_past_s * 1e9)
+    hi = now + int(limits.max_future_s * 1e9)
+    good: list[Sample] = []
+    dropped: dict[str, int] = {}
+    for raw in samples:
+        r = _check_sample(raw, lo, hi)
+        if isinstance(r, str):
+            dropped[r] = dropped.get(r, 0) + 1
+        else:
+            good.append(r.with_tags({"agent": agent, "site": site}))
+    return Envelope(agent, site, seq, sent, good, dropped)

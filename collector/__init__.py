@@ -1,0 +1,1 @@
+"""netwatch collector: the centre — ingest, storage, inventory, alerting and control."""

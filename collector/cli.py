@@ -1,0 +1,165 @@
+"""``netwatch-collector``: run the centre, and look at what it has (agents, stored samples).
+
+Exit codes: 0 fine; 1 nothing found; 2 bad config or usage; 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.output import console, print_json_lines, print_samples_json, samples_table
+from collector import config as collector_config
+from probes.base import parse_duration
+from probes.configfile import ConfigError
+
+EXIT_OK, EXIT_EMPTY, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="netwatch collector: receives agents' metrics over MQTT, stores them, and shows the tree.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="collector config (YAML); default: embedded broker + SQLite in var/collector")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
+
+
+def _load(path: Path | None) -> collector_config.CollectorConfig:
+    try:
+        return collector_config.load(path)
+    except ConfigError as e:
+        console().print(f"[red]config error[/red] / 配置错误:\n{e}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+@app.command()
+def run(config: ConfigOpt = None, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info") -> None:
+    """Run the collector until stopped (SIGINT/SIGTERM)."""
+    cfg = _load(config)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from collector.service import Collector
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        col = Collector(cfg)
+        col.start()
+    except (OSError, RuntimeError) as e:
+        logging.getLogger("netwatch.collector").error("collector could not start: %s", e)
+        raise typer.Exit(EXIT_RUNTIME) from None
+    if col.api_url:
+        logging.getLogger("netwatch.collector").info("status page: %s", col.api_url)
+    while not stop.wait(0.5):
+        pass
+    logging.getLogger("netwatch.collector").info("stopping")
+    col.stop()
+
+
+def _ago(ns: int | None) -> str:
+    if not ns:
+        return "—"
+    s = max(0.0, time.time() - ns / 1e9)
+    return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.1f}h ago"
+
+
+@app.command()
+def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """List the agents the collector knows: site, status, last seen, batches and samples."""
+    cfg = _load(config)
+    from collector.state import read_agents
+
+    if not cfg.state_path.exists():
+        console().print(f"no collector state at {cfg.state_path} (has the collector run?) / 尚无采集中心数据")
+        raise typer.Exit(EXIT_EMPTY)
+    rows = read_agents(cfg.state_path)
+    if json:
+        print_json_lines(rows)
+        raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} agents / 个采集节点")
+    for col in ("site", "agent", "status", "last seen", "batches", "samples", "version", "config"):
+        t.add_column(col)
+    for r in rows:
+        colour = {"online": "green", "offline": "red"}.get(r["status"], "yellow")
+        t.add_row(r["site"], r["id"], f"[{colour}]{r['status']}[/{colour}]", _ago(r["last_seen_ns"]), str(r["batches"]),
+                  str(r["samples"]), r["version"], r["config_version"])
+    con = console()
+    con.print(t)
+    online = sum(1 for r in rows if r["status"] == "online")
+    con.print(f"online {online} · offline/unknown {len(rows) - online}  |  在线 {online} · 离线/未知 {len(rows) - online}")
+    raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+
+
+@app.command()
+def query(measurement: Annotated[str, typer.Argument(help="measurement name, e.g. icmp, http, host_cpu")],
+          config: ConfigOpt = None,
+          agent: Annotated[str | None, typer.Option(help="only this agent")] = None,
+          site: Annotated[str | None, typer.Option(help="only this site")] = None,
+          since: Annotated[str, typer.Option(help="how far back, e.g. 10m, 2h, 7d")] = "10m",
+          limit: Annotated[int, typer.Option(help="at most this many samples (newest kept)")] = 1000,
+          json: JsonOpt = False) -> None:
+    """Print stored samples of one measurement from the SQLite store."""
+    cfg = _load(config)
+    if cfg.sqlite_path is None or not cfg.sqlite_path.exists():
+        console().print(f"no SQLite store at {cfg.sqlite_path} / 没有 SQLite 存储" if cfg.sqlite_path else
+                        "this collector stores only into InfluxDB: query it through Grafana or the InfluxDB API")
+        raise typer.Exit(EXIT_EMPTY)
+    try:
+        since_s = parse_duration(since)
+    except ValueError as e:
+        console().print(f"[red]--since: {e}[/red]")
+        raise typer.Exit(EXIT_CONFIG) from None
+    from collector.storage.sqlite import SqliteSink
+
+    tags = {k: v for k, v in (("agent", agent), ("site", site)) if v}
+    reader = SqliteSink.open_readonly(cfg.sqlite_path)
+    try:
+        rows = reader.query(measurement, tags=tags or None, since_ns=time.time_ns() - int(since_s * 1e9))
+    finally:
+        reader.close()
+    rows = rows[-limit:] if limit > 0 else rows
+    if json:
+        print_samples_json(rows)
+    else:
+        con = console()
+        con.print(samples_table(rows, title=f"{measurement} — {len(rows)} samples / 个样本 since {since}", show_identity=True))
+        if rows:
+            con.print(f"from {datetime.fromtimestamp(rows[0].time_ns / 1e9):%Y-%m-%d %H:%M:%S} "
+                      f"to {datetime.fromtimestamp(rows[-1].time_ns / 1e9):%H:%M:%S}")
+    raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+
+
+@app.command()
+def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """The collector's counters: received, stored, duplicates, rejected by reason."""
+    cfg = _load(config)
+    from collector.state import read_counters
+
+    if not cfg.state_path.exists():
+        console().print(f"no collector state at {cfg.state_path}")
+        raise typer.Exit(EXIT_EMPTY)
+    c = read_counters(cfg.state_path)
+    if json:
+        print_json_lines([c])
+        return
+    con = console()
+    for k, v in sorted(c.items()):
+        con.print(f"{k:>22}: {v}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

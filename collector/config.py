@@ -1,0 +1,154 @@
+"""The collector's YAML config. Everything is optional: with no file at all the collector
+starts an embedded broker on loopback and stores into SQLite under ``var/collector``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from agent.config import ID_PATTERN, Mqtt, checks_files, file_exists
+from agent.wire import Limits as WireLimits
+from probes.base import ByteSize, Duration
+from probes.configfile import ConfigError, Problem, read_yaml, resolve_paths, validate
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Identity(_Strict):
+    id: str = Field("centre", pattern=ID_PATTERN)
+    data_dir: Path = Path("var/collector")
+
+
+class EmbeddedBroker(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+
+
+class SqliteStore(_Strict):
+    path: Path | None = None  # default: <data_dir>/metrics.db
+    retention: Duration = 30 * 86400.0
+
+
+class InfluxStore(_Strict):
+    url: str
+    org: str = ""
+    bucket: str = "netwatch"
+    token: str | None = Field(None, repr=False)
+    token_env: str | None = None
+    token_file: Path | None = None
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    timeout: Duration = 10.0
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _token(self, info: ValidationInfo) -> InfluxStore:
+        given = [n for n in ("token", "token_env", "token_file") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of {', '.join(given)}")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if not checks_files(info):
+            return self
+        if self.token_env is not None and self.token_env not in os.environ:
+            raise ValueError(f"environment variable {self.token_env} (token_env) is not set")
+        if self.token_file is not None and not file_exists(self.token_file, info):
+            raise ValueError(f"token_file {self.token_file} does not exist")
+        return self
+
+    def resolved_token(self) -> str:
+        if self.token is not None:
+            return self.token
+        if self.token_env is not None:
+            return os.environ[self.token_env]
+        if self.token_file is not None:
+            return Path(self.token_file).read_text(encoding="utf-8").strip()
+        return ""
+
+
+class Storage(_Strict):
+    sqlite: SqliteStore | None = None
+    influxdb: InfluxStore | None = None
+
+
+class Limits(_Strict):
+    max_payload_bytes: ByteSize = 1024 * 1024
+    max_body_bytes: ByteSize = 16 * 1024 * 1024
+    max_samples_per_batch: int = Field(50_000, ge=1)
+    max_past: Duration = 400 * 86400.0
+    max_future: Duration = 3600.0
+    #: sequence numbers remembered per agent for dropping redelivered batches
+    dedup_window: int = Field(100_000, ge=100)
+
+    def wire(self) -> WireLimits:
+        return WireLimits(self.max_payload_bytes, self.max_body_bytes, self.max_samples_per_batch,
+                          self.max_past, self.max_future)
+
+
+class Api(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class CollectorFile(_Strict):
+    collector: Identity = Field(default_factory=Identity)
+    #: an external broker (Mosquitto, EMQX); leave out to use the embedded one
+    mqtt: Mqtt | None = None
+    embedded_broker: EmbeddedBroker = Field(default_factory=EmbeddedBroker)
+    storage: Storage = Field(default_factory=Storage)
+    limits: Limits = Field(default_factory=Limits)
+    api: Api = Field(default_factory=Api)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    path: Path | None
+    collector: Identity
+    mqtt: Mqtt  # the broker to subscribe to (the embedded one when ``embedded`` is true)
+    embedded: bool
+    sqlite: SqliteStore | None
+    influxdb: InfluxStore | None
+    limits: Limits
+    api: Api
+
+    @property
+    def data_dir(self) -> Path:
+        return self.collector.data_dir
+
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / "state.db"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.sqlite is None:
+            return None
+        return self.sqlite.path or self.data_dir / "metrics.db"
+
+
+def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfig:
+    """Load and validate; ``None`` means all defaults (the embedded set-up)."""
+    p = Path(path) if path is not None else None
+    doc = read_yaml(p) if p is not None else {}
+    f: CollectorFile = validate(CollectorFile, doc, p or "<defaults>",
+                                 context={"skip_file_checks": not check_files, "base_dir": p.parent if p else None})
+    base = p.parent if p is not None else Path.cwd()
+    # Relative paths count from the config file's folder (no file: from the current folder).
+    f = resolve_paths(f, base)
+    ident = f.collector
+    sqlite = f.storage.sqlite
+    if sqlite is None and f.storage.influxdb is None:
+        sqlite = SqliteStore()  # the embedded default
+    embedded = f.mqtt is None
+    mqtt = f.mqtt or Mqtt(host=f.embedded_broker.host, port=f.embedded_broker.port)
+    if embedded and f.embedded_broker.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(p or "<defaults>", [Problem(
+            "embedded_broker.host", "the embedded broker has no authentication and may only listen on loopback",
+            "use 127.0.0.1, or configure an external broker (Mosquitto) with TLS and passwords under 'mqtt'")])
+    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api)

@@ -1,0 +1,115 @@
+"""The collector's own database: the agent inventory and its counters. Written by the
+collector; read by the CLI and the HTTP API from other connections (SQLite WAL)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL DEFAULT '',
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'unknown',
+    status_ns INTEGER,
+    version TEXT NOT NULL DEFAULT '',
+    config_version TEXT NOT NULL DEFAULT '',
+    capabilities TEXT NOT NULL DEFAULT '[]',
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    batches INTEGER NOT NULL DEFAULT 0,
+    samples INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL
+);
+"""
+
+AGENT_COLUMNS = ("id", "site", "first_seen_ns", "last_seen_ns", "status", "status_ns", "version",
+                 "config_version", "capabilities", "last_seq", "batches", "samples")
+
+
+class StateDB:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def record_batch(self, agent: str, site: str, seq: int, samples: int, now_ns: int | None = None) -> None:
+        now = now_ns or time.time_ns()
+        self._db.execute(
+            """INSERT INTO agents(id, site, first_seen_ns, last_seen_ns, last_seq, batches, samples)
+               VALUES (?, ?, ?, ?, ?, 1, ?)
+               ON CONFLICT(id) DO UPDATE SET site = excluded.site, last_seen_ns = excluded.last_seen_ns,
+                 last_seq = MAX(last_seq, excluded.last_seq), batches = batches + 1, samples = samples + excluded.samples""",
+            (agent, site, now, now, seq, samples),
+        )
+
+    def record_status(self, agent: str, doc: dict[str, Any], now_ns: int | None = None) -> None:
+        now = now_ns or time.time_ns()
+        caps = doc.get("capabilities") if isinstance(doc.get("capabilities"), list) else []
+        self._db.execute(
+            """INSERT INTO agents(id, site, first_seen_ns, last_seen_ns, status, status_ns, version, config_version, capabilities)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET status = excluded.status, status_ns = excluded.status_ns,
+                 site = CASE WHEN excluded.site != '' THEN excluded.site ELSE site END,
+                 version = CASE WHEN excluded.version != '' THEN excluded.version ELSE version END,
+                 config_version = CASE WHEN excluded.config_version != '' THEN excluded.config_version ELSE config_version END,
+                 capabilities = excluded.capabilities""",
+            (agent, str(doc.get("site") or "")[:64], now, now, doc["state"], now, str(doc.get("version") or "")[:32],
+             str(doc.get("config_version") or "")[:64], orjson.dumps([str(c)[:32] for c in caps[:32]]).decode()),
+        )
+
+    def save_counters(self, counters: dict[str, Any]) -> None:
+        now = time.time_ns()
+        with self._db:
+            self._db.execute("BEGIN")
+            for k, v in counters.items():
+                self._db.execute("INSERT OR REPLACE INTO counters(name, value, updated_ns) VALUES (?, ?, ?)",
+                                 (k, orjson.dumps(v).decode(), now))
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _ro(path: str | Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+
+
+def read_agents(path: str | Path) -> list[dict[str, Any]]:
+    db = _ro(path)
+    try:
+        rows = db.execute(f"SELECT {', '.join(AGENT_COLUMNS)} FROM agents ORDER BY site, id").fetchall()
+    finally:
+        db.close()
+    out = []
+    for r in rows:
+        d = dict(zip(AGENT_COLUMNS, r, strict=True))
+        d["capabilities"] = orjson.loads(d["capabilities"])
+        out.append(d)
+    return out
+
+
+def read_counters(path: str | Path) -> dict[str, Any]:
+    db = _ro(path)
+    try:
+        rows = db.execute("SELECT name, value FROM counters").fetchall()
+    finally:
+        db.close()
+    return {k: orjson.loads(v) for k, v in rows}

@@ -1,0 +1,1 @@
+"""netwatch probes: pure measurement — a config goes in, Samples come out."""

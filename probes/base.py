@@ -1,0 +1,102 @@
+"""The probe contract: a frozen, validated config in; ``async collect() -> list[Sample]`` out."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from probes.model import Sample
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` (or a bare number of seconds) → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 2h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration: write it like 500ms, 30s, 5m, 2h or 7d")
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_size(value: Any) -> int:
+    """``"512MiB"``, ``"1GB"``, ``"64KiB"`` (or a bare number of bytes) → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64KiB, 512MiB or 2GiB")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a size: write it like 64KiB, 512MiB or 2GiB")
+        n = int(float(m.group(1)) * _UNIT_B[(m.group(2) or "b").lower()])
+    if n < 0:
+        raise ValueError("a size cannot be negative")
+    return n
+
+
+#: Seconds, written in config as "30s", "5m", "2h"...
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: Bytes, written in config as "64KiB", "512MiB"...
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+class ProbeConfig(BaseModel):
+    """Base of every probe's own settings: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Probe(ABC):
+    """One configured target. The scheduler calls ``collect`` every interval.
+
+    ``collect`` measures and returns Samples — among them one ``probe_status`` Sample saying
+    ok / degraded / down — and never publishes, stores or prints. A probe must not raise for a
+    target being unreachable: that is data. It may raise only for bugs, which the scheduler turns
+    into a ``down`` status.
+    """
+
+    kind: ClassVar[str]
+    config_model: ClassVar[type[ProbeConfig]]
+
+    def __init__(self, config: ProbeConfig, *, name: str, timeout_s: float = 10.0) -> None:
+        self.config = config
+        self.name = name
+        self.timeout_s = timeout_s
+
+    @property
+    def budget_s(self) -> float:
+        """The time ``collect`` gives itself: ``timeout_s`` less a small margin, so a slow target
+        is reported by the probe as data before the scheduler's own ``wait_for`` cancels it."""
+        return max(0.0, self.timeout_s - min(0.5, self.timeout_s * 0.1))
+
+    @property
+    def target(self) -> str:
+        """What this probe instance looks at, for status tags and messages."""
+        return self.name
+
+    @abstractmethod
+    async def collect(self) -> list[Sample]: ...
+
+    def describe(self) -> str:
+        """One line for ``netwatch-agent check``."""
+        return f"{self.kind} {self.target}"
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets or sessions held between polls."""

@@ -1,0 +1,95 @@
+"""The one unit every layer passes on: a Sample, shaped like an InfluxDB point."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+FieldValue = Union[int, float, bool, str]
+
+#: Measurement name for per-target health, emitted by every probe.
+PROBE_STATUS = "probe_status"
+
+Status = Literal["ok", "degraded", "down"]
+STATUS_CODES: dict[str, int] = {"ok": 0, "degraded": 1, "down": 2}
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measurement of one thing at one time.
+
+    ``tags`` hold identity (site, agent, device, ifname...), ``fields`` the values with unit
+    suffixes in their names; ``time_ns`` is when it was measured, in ns since the epoch.
+    """
+
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ns: int = field(default_factory=now_ns)
+
+    def with_tags(self, extra: Mapping[str, str], *, override: bool = True) -> Sample:
+        """A copy with ``extra`` tags merged in (``override`` decides who wins on conflict)."""
+        merged = {**self.tags, **extra} if override else {**extra, **self.tags}
+        return Sample(self.measurement, merged, self.fields, self.time_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-lines shape every ``--json`` command prints."""
+        return {
+            "measurement": self.measurement,
+            "tags": dict(self.tags),
+            "fields": dict(self.fields),
+            "time": self.time_ns,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Sample:
+        return cls(d["measurement"], dict(d["tags"]), dict(d["fields"]), int(d["time"]))
+
+
+def clean_fields(fields: Mapping[str, Any]) -> dict[str, FieldValue]:
+    """Drop values no time-series store can hold (None, NaN, ±Inf, other types).
+
+    Probes call this so a missing reading becomes an absent field, never a poisoned one.
+    """
+    out: dict[str, FieldValue] = {}
+    for k, v in fields.items():
+        if v is None:
+            continue
+        if isinstance(v, bool | int | str):
+            out[k] = v
+        elif isinstance(v, float):
+            if math.isfinite(v):
+                out[k] = v
+    return out
+
+
+def status_sample(
+    probe: str,
+    target: str,
+    status: Status,
+    *,
+    error: str = "",
+    duration_ms: float | None = None,
+    tags: Mapping[str, str] | None = None,
+    time_ns: int | None = None,
+) -> Sample:
+    """The per-target health Sample: ok, degraded (part of the data) or down, with why."""
+    fields: dict[str, Any] = {
+        "status": status,
+        "status_code": STATUS_CODES[status],
+        "error": error,
+        "duration_ms": duration_ms,
+    }
+    return Sample(
+        PROBE_STATUS,
+        {"probe": probe, "target": target, **(tags or {})},
+        clean_fields(fields),
+        time_ns if time_ns is not None else now_ns(),
+    )

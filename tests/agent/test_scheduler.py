@@ -1,0 +1,90 @@
+"""Scheduler: intervals, per-target timeout, global concurrency, failures as data, identity tags."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agent import scheduler as sched_mod
+from agent.config import ProbeEntry
+from agent.scheduler import Scheduler
+from probes.base import Probe, ProbeConfig
+from probes.model import Sample, status_sample
+
+
+class _Cfg(ProbeConfig):
+    delay: float = 0.0
+    crash: bool = False
+
+
+class FakeProbe(Probe):
+    kind = "fake"
+    config_model = _Cfg
+    running = 0
+    peak = 0
+
+    async def collect(self) -> list[Sample]:
+        cfg = self.config
+        assert isinstance(cfg, _Cfg)
+        FakeProbe.running += 1
+        FakeProbe.peak = max(FakeProbe.peak, FakeProbe.running)
+        try:
+            if cfg.crash:
+                raise RuntimeError("boom")
+            await asyncio.sleep(cfg.delay)
+            return [Sample("fake", {"target": self.name, "site": "forged"}, {"v": 1}),
+                    status_sample("fake", self.name, "ok")]
+        finally:
+            FakeProbe.running -= 1
+
+
+@pytest.fixture(autouse=True)
+def _fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sched_mod, "build_probe", lambda e: FakeProbe(e.config, name=e.name, timeout_s=e.timeout_s))
+    FakeProbe.running = FakeProbe.peak = 0
+
+
+def entry(name: str, *, interval: float = 0.2, timeout: float = 0.15, delay: float = 0.0, crash: bool = False,
+          tags: dict[str, str] | None = None) -> ProbeEntry:
+    return ProbeEntry("fake", name, interval, 0.0, timeout, tags or {}, _Cfg(delay=delay, crash=crash))
+
+
+async def test_slow_target_times_out_as_data_and_does_not_delay_others() -> None:
+    got: list[Sample] = []
+    s = Scheduler([entry("fast"), entry("slow", delay=5.0)], got.extend, concurrency=4,
+                  identity_tags={"site": "town-1", "agent": "a1"})
+    stop = asyncio.Event()
+    task = asyncio.create_task(s.run(stop))
+    await asyncio.sleep(1.05)
+    stop.set()
+    await task
+    fast = [x for x in got if x.measurement == "fake" and x.tags["target"] == "fast"]
+    slow_status = [x for x in got if x.measurement == "probe_status" and x.tags["target"] == "slow"]
+    assert 5 <= len(fast) <= 7  # every 200 ms for ~1 s, undisturbed by the slow one
+    assert slow_status and all(x.fields["status"] == "down" and "timeout" in str(x.fields["error"]) for x in slow_status)
+    # identity tags always win over what a probe wrote
+    assert all(x.tags["site"] == "town-1" and x.tags["agent"] == "a1" for x in got)
+
+
+async def test_concurrency_limit_holds() -> None:
+    s = Scheduler([entry(f"p{i}", delay=0.1, timeout=1.0) for i in range(10)], lambda _: None, concurrency=3)
+    t0 = time.monotonic()
+    out = await s.run_once()
+    assert FakeProbe.peak == 3
+    assert time.monotonic() - t0 >= 0.3  # 10 probes, 3 at a time, 0.1 s each -> 4 rounds
+    assert len([x for x in out if x.measurement == "fake"]) == 10
+
+
+async def test_crash_becomes_down_status() -> None:
+    s = Scheduler([entry("bad", crash=True)], lambda _: None)
+    out = await s.run_once()
+    assert len(out) == 1 and out[0].fields["status"] == "down" and "RuntimeError: boom" in str(out[0].fields["error"])
+
+
+async def test_extra_tags_do_not_override_probe_tags() -> None:
+    s = Scheduler([entry("x", tags={"target": "overridden?", "rack": "r1"})], lambda _: None, tags={"county": "east"})
+    out = await s.run_once()
+    fake = next(x for x in out if x.measurement == "fake")
+    assert fake.tags["target"] == "x" and fake.tags["rack"] == "r1" and fake.tags["county"] == "east"

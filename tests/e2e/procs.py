@@ -1,0 +1,88 @@
+"""Starting netwatch's own processes (collector, agents) for end-to-end tests; stopped by PID."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait; SIGKILL if it will not stop. Returns the exit code."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._log.close()
+        return self.p.returncode
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class CollectorProc(Proc):
+    def __init__(self, config: Path, api_port: int, log: Path) -> None:
+        super().__init__("collector", [sys.executable, "-m", "collector.cli", "run", "--config", str(config)], log)
+        self.api = f"http://127.0.0.1:{api_port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.api + path, timeout=5) as r:
+            return orjson.loads(r.read())
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"collector exited {self.p.returncode}:\n{self.tail()}")
+            try:
+                if self.get("/health")["broker_connected"]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"collector not ready in {timeout_s}s:\n{self.tail()}")
+
+    def wait_stored(self, at_least: int, timeout_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.get("/api/stats")
+            if st.get("stored_samples", 0) >= at_least:
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stored {st.get('stored_samples', 0)} of {at_least}:\n{self.tail()}")
+            time.sleep(0.1)
+
+
+def agent_proc(config: Path, tee: Path, log: Path) -> Proc:
+    return Proc(config.stem, [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--tee", str(tee)], log)
+
+
+def read_tee(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

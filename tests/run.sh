@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean clone: installs what it needs, then runs pytest.
+# Extra arguments go to pytest (e.g. `bash tests/run.sh -k wire -x`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export NETWATCH_EXTRAS=test
+export NETWATCH_APT="/usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_passwd:mosquitto /usr/bin/victoria-metrics:victoria-metrics"
+# shellcheck source=../.ci/bootstrap.sh
+source "$ROOT/.ci/bootstrap.sh"
+cd "$ROOT"
+set +e
+"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$rc"
