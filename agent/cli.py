@@ -17,25 +17,38 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent import config as agent_config
-from agent.output import console, print_json_lines, print_samples_json, samples_table, status_counts, summary_line
+from agent.output import (
+    console,
+    print_json_lines,
+    print_samples_json,
+    samples_table,
+    status_counts,
+    summary_line,
+)
 from probes import registry
 from probes.base import Probe
 from probes.configfile import ConfigError, problems_from
-from probes.model import Sample
+from probes.model import Sample, status_sample
 
 EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="netwatch agent: probes links, switches and room sensors at a site and ships the results to the centre.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="netwatch agent: probes links, switches and room sensors at a site and ships the results to the centre.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="agent config file (YAML)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def _load(path: Path) -> agent_config.AgentConfig:
@@ -61,8 +74,11 @@ def _report(samples: list[Sample], as_json: bool, title: str) -> None:
 
 
 @app.command()
-def run(config: ConfigOpt, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-        tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines)")] = None) -> None:
+def run(
+    config: ConfigOpt,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines)")] = None,
+) -> None:
     """Run the agent until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)
     _setup_logging(log_level)
@@ -94,24 +110,51 @@ def _announce_icmp_mode(cfg: agent_config.AgentConfig) -> None:
 def check(config: ConfigOpt, json: JsonOpt = False) -> None:
     """Validate the config and print what would run."""
     cfg = _load(config)
-    rows = [{"type": e.kind, "name": e.name, "interval_s": e.interval_s, "timeout_s": e.timeout_s,
-             "jitter_s": e.jitter_s, "tags": e.tags} for e in cfg.probes]
+    rows = [
+        {
+            "type": e.kind,
+            "name": e.name,
+            "interval_s": e.interval_s,
+            "timeout_s": e.timeout_s,
+            "jitter_s": e.jitter_s,
+            "tags": e.tags,
+        }
+        for e in cfg.probes
+    ]
     if json:
-        print_json_lines([{"agent": cfg.agent.id, "site": cfg.agent.site, "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
-                           "tls": cfg.mqtt.tls is not None, "probes": rows}])
+        print_json_lines(
+            [
+                {
+                    "agent": cfg.agent.id,
+                    "site": cfg.agent.site,
+                    "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
+                    "tls": cfg.mqtt.tls is not None,
+                    "probes": rows,
+                }
+            ]
+        )
         return
     from rich.table import Table
 
     con = console()
-    con.print(f"config OK / 配置有效: [bold]{config}[/bold] — agent [cyan]{cfg.agent.id}[/cyan] at site {cfg.agent.site}")
-    con.print(f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.tls else '[yellow]no TLS[/yellow]'}"
-              f"{', user ' + cfg.mqtt.username if cfg.mqtt.username else ''}; spool {cfg.spool.path}")
+    con.print(
+        f"config OK / 配置有效: [bold]{config}[/bold] — agent [cyan]{cfg.agent.id}[/cyan] at site {cfg.agent.site}"
+    )
+    con.print(
+        f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.tls else '[yellow]no TLS[/yellow]'}"
+        f"{', user ' + cfg.mqtt.username if cfg.mqtt.username else ''}; spool {cfg.spool.path}"
+    )
     t = Table(title=f"{len(rows)} probes / 个探测")
     for col in ("type", "name", "interval", "timeout", "tags"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["type"], r["name"], f"{r['interval_s']:g}s", f"{r['timeout_s']:g}s",
-                  " ".join(f"{k}={v}" for k, v in r["tags"].items()))
+        t.add_row(
+            r["type"],
+            r["name"],
+            f"{r['interval_s']:g}s",
+            f"{r['timeout_s']:g}s",
+            " ".join(f"{k}={v}" for k, v in r["tags"].items()),
+        )
     con.print(t)
 
 
@@ -122,8 +165,13 @@ def once(config: ConfigOpt, json: JsonOpt = False) -> None:
     _setup_logging("warning")
     from agent.scheduler import Scheduler
 
-    sched = Scheduler(cfg.probes, lambda s: None, concurrency=cfg.scheduler.concurrency, tags=cfg.agent.tags,
-                      identity_tags={"site": cfg.agent.site, "agent": cfg.agent.id})
+    sched = Scheduler(
+        cfg.probes,
+        lambda s: None,
+        concurrency=cfg.scheduler.concurrency,
+        tags=cfg.agent.tags,
+        identity_tags={"site": cfg.agent.site, "agent": cfg.agent.id},
+    )
 
     async def main() -> list[Sample]:
         try:
@@ -147,10 +195,18 @@ def status(config: ConfigOpt, json: JsonOpt = False) -> None:
         console().print(f"no spool at {cfg.spool.path} yet (the agent has not run) / 尚无缓存")
         raise typer.Exit(EXIT_OK)
     st = read_stats(cfg.spool.path)
-    row = {"agent": cfg.agent.id, "spool": str(cfg.spool.path), "depth": st.depth, "bytes": st.bytes,
-           "oldest_unsent_s": round(st.oldest_age_s(), 1), "last_seq": st.last_seq,
-           "dropped_batches": st.dropped_batches, "dropped_samples": st.dropped_samples,
-           "acked_batches": st.acked_batches, "acked_samples": st.acked_samples}
+    row = {
+        "agent": cfg.agent.id,
+        "spool": str(cfg.spool.path),
+        "depth": st.depth,
+        "bytes": st.bytes,
+        "oldest_unsent_s": round(st.oldest_age_s(), 1),
+        "last_seq": st.last_seq,
+        "dropped_batches": st.dropped_batches,
+        "dropped_samples": st.dropped_samples,
+        "acked_batches": st.acked_batches,
+        "acked_samples": st.acked_samples,
+    }
     if json:
         print_json_lines([row])
         return
@@ -172,6 +228,8 @@ def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_js
     async def main() -> list[Sample]:
         try:
             return await asyncio.wait_for(probe.collect(), timeout_s + 1)
+        except TimeoutError:
+            return [status_sample(kind, probe.target, "down", error=f"no result within {timeout_s:g}s (timeout)")]
         finally:
             await probe.aclose()
 
@@ -191,24 +249,34 @@ def _host_port(target: str, default_port: int | None = None) -> tuple[str, int |
 
 
 @app.command()
-def ping(target: Annotated[str, typer.Argument(help="host name or address")],
-         count: Annotated[int, typer.Option(help="echo requests to send")] = 5,
-         interval: Annotated[str, typer.Option(help="pause between requests")] = "200ms",
-         timeout: Annotated[str, typer.Option(help="wait for each reply")] = "1s",
-         json: JsonOpt = False) -> None:
+def ping(
+    target: Annotated[str, typer.Argument(help="host name or address")],
+    count: Annotated[int, typer.Option(help="echo requests to send")] = 5,
+    interval: Annotated[str, typer.Option(help="pause between requests")] = "200ms",
+    timeout: Annotated[str, typer.Option(help="wait for each reply")] = "1s",
+    json: JsonOpt = False,
+) -> None:
     """Ping a host: loss, RTT min/avg/max and jitter."""
     from probes.base import parse_duration
 
     budget = count * (parse_duration(interval) + parse_duration(timeout)) + 2
-    _one_shot("icmp", {"host": target, "count": count, "interval": interval, "timeout": timeout}, target, budget, json)
+    _one_shot(
+        "icmp",
+        {"host": target, "count": count, "packet_interval": interval, "packet_timeout": timeout},
+        target,
+        budget,
+        json,
+    )
 
 
 @app.command()
-def tcp(target: Annotated[str, typer.Argument(help="host:port")],
-        send: Annotated[str | None, typer.Option(help="text to send after connecting (\\r\\n allowed)")] = None,
-        expect: Annotated[str | None, typer.Option(help="regex the reply must match")] = None,
-        timeout: Annotated[str, typer.Option(help="connect/reply timeout")] = "3s",
-        json: JsonOpt = False) -> None:
+def tcp(
+    target: Annotated[str, typer.Argument(help="host:port")],
+    send: Annotated[str | None, typer.Option(help="text to send after connecting (\\r\\n allowed)")] = None,
+    expect: Annotated[str | None, typer.Option(help="regex the reply must match")] = None,
+    timeout: Annotated[str, typer.Option(help="connect/reply timeout")] = "3s",
+    json: JsonOpt = False,
+) -> None:
     """Connect to host:port: connect time, and optionally send/expect."""
     from probes.base import parse_duration
 
@@ -216,23 +284,26 @@ def tcp(target: Annotated[str, typer.Argument(help="host:port")],
     if port is None:
         console().print("[red]TARGET must be host:port[/red], e.g. 10.2.0.1:22")
         raise typer.Exit(EXIT_CONFIG)
-    _one_shot("tcp", {"host": host, "port": port, "send": send, "expect": expect, "timeout": timeout},
-              target, parse_duration(timeout) * 2 + 1, json)
+    _one_shot(
+        "tcp", {"host": host, "port": port, "send": send, "expect": expect}, target, parse_duration(timeout), json
+    )
 
 
 @app.command()
-def http(url: Annotated[str, typer.Argument(help="http:// or https:// URL")],
-         expect_regex: Annotated[str | None, typer.Option("--expect", help="regex the body must match")] = None,
-         insecure: Annotated[bool, typer.Option("--insecure", help="do not verify the TLS certificate")] = False,
-         timeout: Annotated[str, typer.Option(help="request timeout")] = "10s",
-         json: JsonOpt = False) -> None:
+def http(
+    url: Annotated[str, typer.Argument(help="http:// or https:// URL")],
+    expect_regex: Annotated[str | None, typer.Option("--expect", help="regex the body must match")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="do not verify the TLS certificate")] = False,
+    timeout: Annotated[str, typer.Option(help="request timeout")] = "10s",
+    json: JsonOpt = False,
+) -> None:
     """Fetch a URL: status, response time, certificate days left, content fingerprint."""
     from probes.base import parse_duration
 
-    raw: dict[str, Any] = {"url": url, "body_regex": expect_regex, "timeout": timeout, "fingerprint": {"enabled": True}}
+    raw: dict[str, Any] = {"url": url, "body_regex": expect_regex, "fingerprint": {"enabled": True}}
     if insecure:
         raw["verify_tls"] = False
-    _one_shot("http", raw, url, parse_duration(timeout) + 2, json)
+    _one_shot("http", raw, url, parse_duration(timeout), json)
 
 
 @app.command()

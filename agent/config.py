@@ -10,31 +10,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from probes import registry
-from probes.base import ByteSize, Duration, ProbeConfig
-from probes.configfile import ConfigError, Problem, problems_from, read_yaml, resolve_paths, validate
+from probes.base import ByteSize, Duration, ExistingFile, LocalPath, ProbeConfig, validation_context
+from probes.configfile import ConfigError, Problem, problems_from, read_yaml, validate
+from probes.entry import split_entry
+
 
 def checks_files(info: ValidationInfo) -> bool:
-    """Whether to check that referenced files and environment variables exist (off only when
+    """Whether to check that referenced environment variables exist (off only when
     schema-checking example configs meant for another machine)."""
     return not (info.context or {}).get("skip_file_checks", False)
 
 
-def file_exists(path: Path, info: ValidationInfo) -> bool:
-    """Relative paths count from the config file's folder (``base_dir`` in the context)."""
-    base = (info.context or {}).get("base_dir")
-    return (Path(base) / path if base is not None and not path.is_absolute() else path).is_file()
-
-
 # Agent ids and site ids become MQTT topic levels and tag values: keep them plain.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-COMMON_KEYS = {"type", "name", "interval", "jitter", "timeout", "tags"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # validate_default: defaults go through the same validators (a default relative path
+    # is resolved against the config file's folder like a written one).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 class Identity(_Strict):
@@ -44,21 +49,16 @@ class Identity(_Strict):
 
 
 class Tls(_Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: ExistingFile | None = None
+    cert_file: ExistingFile | None = None
+    key_file: ExistingFile | None = None
     #: skip hostname verification (never the chain): only for brokers addressed by IP
     insecure_hostname: bool = False
 
     @model_validator(mode="after")
-    def _pair(self, info: ValidationInfo) -> Tls:
+    def _pair(self) -> Tls:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (client certificate and its key)")
-        if checks_files(info):
-            for name in ("ca_file", "cert_file", "key_file"):
-                p = getattr(self, name)
-                if p is not None and not file_exists(p, info):
-                    raise ValueError(f"{name} {p} does not exist (relative paths count from the config file's folder)")
         return self
 
 
@@ -68,7 +68,7 @@ class Mqtt(_Strict):
     username: str | None = None
     #: Prefer password_file or password_env: a password inline in a config file gets copied around.
     password: str | None = Field(None, repr=False)
-    password_file: Path | None = None
+    password_file: ExistingFile | None = None
     password_env: str | None = None
     tls: Tls | None = None
     topic_root: str = "netwatch/v1"
@@ -86,8 +86,6 @@ class Mqtt(_Strict):
             raise ValueError("a password needs a username")
         if not checks_files(info):
             return self
-        if self.password_file is not None and not file_exists(self.password_file, info):
-            raise ValueError(f"password_file {self.password_file} does not exist")
         if self.password_env is not None and self.password_env not in os.environ:
             raise ValueError(f"environment variable {self.password_env} (password_env) is not set")
         return self
@@ -103,7 +101,7 @@ class Mqtt(_Strict):
 
 
 class Spool(_Strict):
-    path: Path = Path("var/agent-spool.db")
+    path: LocalPath = Path("var/agent-spool.db")
     #: default fits a week of a township's data (~200 series/min) with room to spare
     max_bytes: ByteSize = 256 * 1024 * 1024
     max_age: Duration = 7 * 86400.0
@@ -127,10 +125,10 @@ class AgentFile(_Strict):
     """The file's shape; ``probes`` entries are checked separately against each probe's model."""
 
     agent: Identity
-    mqtt: Mqtt = Field(default_factory=Mqtt)
-    spool: Spool = Field(default_factory=Spool)
-    publish: Publish = Field(default_factory=Publish)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
+    mqtt: Mqtt = Field(default_factory=dict)  # type: ignore[arg-type]
+    spool: Spool = Field(default_factory=dict)  # type: ignore[arg-type]
+    publish: Publish = Field(default_factory=dict)  # type: ignore[arg-type]
+    scheduler: Scheduler = Field(default_factory=dict)  # type: ignore[arg-type]
     probes: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("probes", mode="before")
@@ -180,12 +178,19 @@ def _default_name(kind: str, own: dict[str, Any], index: int) -> str:
     return kind if index == 0 else f"{kind}-{index}"
 
 
-def parse_entry(raw: Any, index: int, sched: Scheduler, base: Path | None = None) -> tuple[ProbeEntry | None, list[Problem]]:
+def parse_entry(
+    raw: Any, index: int, sched: Scheduler, context: dict[str, Any] | None = None
+) -> tuple[ProbeEntry | None, list[Problem]]:
     where = f"probes[{index}]"
     if not isinstance(raw, dict):
-        return None, [Problem(where, "each probe must be a mapping with at least 'type'", "write it as '- type: icmp' followed by its keys")]
-    common_raw = {k: v for k, v in raw.items() if k in COMMON_KEYS}
-    own = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
+        return None, [
+            Problem(
+                where,
+                "each probe must be a mapping with at least 'type'",
+                "write it as '- type: icmp' followed by its keys",
+            )
+        ]
+    common_raw, own = split_entry(raw)
     try:
         common = _Common.model_validate(common_raw)
     except ValidationError as e:
@@ -195,19 +200,22 @@ def parse_entry(raw: Any, index: int, sched: Scheduler, base: Path | None = None
     except KeyError as e:
         return None, [Problem(f"{where}.type", str(e.args[0]), f"use one of: {', '.join(registry.kinds())}")]
     try:
-        cfg = cls.config_model.model_validate(own)
+        cfg = cls.config_model.model_validate(own, context=context)
     except ValidationError as e:
         # Re-check with the common keys allowed so did-you-mean also suggests them.
         return None, problems_from(e, cls.config_model, prefix=("probes", index))
-    if base is not None:
-        cfg = resolve_paths(cfg, base)
     interval = common.interval if common.interval is not None else sched.default_interval
     timeout = common.timeout if common.timeout is not None else min(sched.default_timeout, interval)
     if interval <= 0:
         return None, [Problem(f"{where}.interval", "interval must be more than 0", "e.g. interval: 60s")]
     if timeout <= 0 or timeout > interval:
-        return None, [Problem(f"{where}.timeout", f"timeout {timeout:g}s must be > 0 and not longer than the interval {interval:g}s",
-                              "shorten the timeout or lengthen the interval")]
+        return None, [
+            Problem(
+                f"{where}.timeout",
+                f"timeout {timeout:g}s must be > 0 and not longer than the interval {interval:g}s",
+                "shorten the timeout or lengthen the interval",
+            )
+        ]
     jitter = common.jitter if common.jitter is not None else min(interval, 10.0)
     name = common.name or _default_name(common.type, own, index)
     return ProbeEntry(common.type, name, interval, jitter, timeout, dict(common.tags), cfg), []
@@ -217,24 +225,28 @@ def load(path: str | Path, *, check_files: bool = True) -> AgentConfig:
     """Read and validate an agent config file; raise ConfigError listing every problem."""
     p = Path(path)
     doc = read_yaml(p)
-    base: AgentFile = validate(AgentFile, doc, p, context={"skip_file_checks": not check_files, "base_dir": p.parent})
+    ctx = validation_context(p, check_files=check_files)
+    base: AgentFile = validate(AgentFile, doc, p, context=ctx)
     problems: list[Problem] = []
     entries: list[ProbeEntry] = []
     seen: dict[tuple[str, str], int] = {}
     for i, raw in enumerate(base.probes):
-        entry, errs = parse_entry(raw, i, base.scheduler, p.parent)
+        entry, errs = parse_entry(raw, i, base.scheduler, ctx)
         problems += errs
         if entry is None:
             continue
         key = (entry.kind, entry.name)
         if key in seen:
-            problems.append(Problem(f"probes[{i}].name", f"{entry.kind} probe named {entry.name!r} is already probes[{seen[key]}]",
-                                    "give each probe a distinct name"))
+            problems.append(
+                Problem(
+                    f"probes[{i}].name",
+                    f"{entry.kind} probe named {entry.name!r} is already probes[{seen[key]}]",
+                    "give each probe a distinct name",
+                )
+            )
             continue
         seen[key] = i
         entries.append(entry)
     if problems:
         raise ConfigError(p, problems)
-    # Relative paths are relative to the config file, so a node's files stay together.
-    return AgentConfig(p, base.agent, resolve_paths(base.mqtt, p.parent), resolve_paths(base.spool, p.parent),
-                       base.publish, base.scheduler, entries)
+    return AgentConfig(p, base.agent, base.mqtt, base.spool, base.publish, base.scheduler, entries)

@@ -38,10 +38,10 @@ def _fmt(v: object) -> str:
 
 def samples_table(samples: Sequence[Sample], *, title: str | None = None, show_identity: bool = False) -> Table:
     table = Table(title=title, show_lines=False)
-    table.add_column("time")
-    table.add_column("measurement", style="cyan")
-    table.add_column("tags")
-    table.add_column("fields")
+    table.add_column("time", no_wrap=True)
+    table.add_column("measurement", style="cyan", overflow="fold")
+    table.add_column("tags", overflow="fold")
+    table.add_column("fields", overflow="fold")
     for s in samples:
         tags = " ".join(f"{k}={v}" for k, v in sorted(s.tags.items()) if show_identity or k not in HIDDEN_TAGS)
         fields = " ".join(f"{k}={_fmt(v)}" for k, v in s.fields.items())
@@ -64,5 +64,7 @@ def status_counts(samples: Iterable[Sample]) -> dict[str, int]:
 
 def summary_line(counts: dict[str, int]) -> str:
     """Bilingual, for the technician in the equipment room."""
-    return (f"ok {counts['ok']} · degraded {counts['degraded']} · down {counts['down']}"
-            f"  |  正常 {counts['ok']} · 降级 {counts['degraded']} · 故障 {counts['down']}")
+    return (
+        f"ok {counts['ok']} · degraded {counts['degraded']} · down {counts['down']}"
+        f"  |  正常 {counts['ok']} · 降级 {counts['degraded']} · 故障 {counts['down']}"
+    )

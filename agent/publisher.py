@@ -4,6 +4,7 @@ agent's retained online/offline status, with the offline message as the Last Wil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -26,7 +27,9 @@ def topics(root: str, agent_id: str) -> dict[str, str]:
 
 
 class Publisher:
-    def __init__(self, cfg: AgentConfig, spool: Spool, *, config_version: str = "", capabilities: list[str] | None = None) -> None:
+    def __init__(
+        self, cfg: AgentConfig, spool: Spool, *, config_version: str = "", capabilities: list[str] | None = None
+    ) -> None:
         self.cfg = cfg
         self.spool = spool
         self.topics = topics(cfg.mqtt.topic_root, cfg.agent.id)
@@ -67,15 +70,17 @@ class Publisher:
 
     # -- status -------------------------------------------------------------------------
     def _status_payload(self, state: str) -> bytes:
-        return orjson.dumps({
-            "state": state,
-            "agent": self.cfg.agent.id,
-            "site": self.cfg.agent.site,
-            "version": __version__,
-            "config_version": self.config_version,
-            "capabilities": self.capabilities,
-            "time": time.time_ns(),
-        })
+        return orjson.dumps(
+            {
+                "state": state,
+                "agent": self.cfg.agent.id,
+                "site": self.cfg.agent.site,
+                "version": __version__,
+                "config_version": self.config_version,
+                "capabilities": self.capabilities,
+                "time": time.time_ns(),
+            }
+        )
 
     # -- paho callbacks (network thread) -> hop onto the asyncio loop ------------------
     def _call(self, fn: Any, *args: Any) -> None:
@@ -162,10 +167,8 @@ class Publisher:
         while not stop.is_set():
             self._fill()
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
-            except TimeoutError:
-                pass
 
     async def drain(self, timeout_s: float) -> bool:
         """At shutdown: publish what is spooled and wait for acks, up to ``timeout_s``."""
@@ -180,9 +183,7 @@ class Publisher:
     def stop(self) -> None:
         if self.connected:
             info = self.client.publish(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(2.0)
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()

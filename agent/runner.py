@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -35,8 +36,13 @@ class Agent:
         self._tee: BinaryIO | None = open(tee, "ab") if tee is not None else None  # noqa: SIM115
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age)
         self.identity = {"site": cfg.agent.site, "agent": cfg.agent.id}
-        self.scheduler = Scheduler(cfg.probes, self._collected, concurrency=cfg.scheduler.concurrency,
-                                   tags=cfg.agent.tags, identity_tags=self.identity)
+        self.scheduler = Scheduler(
+            cfg.probes,
+            self._collected,
+            concurrency=cfg.scheduler.concurrency,
+            tags=cfg.agent.tags,
+            identity_tags=self.identity,
+        )
         kinds = sorted({e.kind for e in cfg.probes})
         self.publisher = Publisher(cfg, self.spool, config_version=config_version(cfg), capabilities=kinds)
         self._buffer: list[Sample] = []
@@ -50,18 +56,21 @@ class Agent:
     def flush(self) -> None:
         """Cut what is buffered into batches and put them in the spool."""
         limit = self.cfg.publish.batch_max_samples
+        a, compress = self.cfg.agent, self.cfg.publish.compress
         while self._buffer:
             batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            a = self.cfg.agent
-            self.spool.put(lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=self.cfg.publish.compress), len(batch))
+            self.spool.put(lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=compress), len(batch))
             self.samples_spooled += len(batch)
             if self._tee is not None:
                 self._tee.write(b"".join(orjson.dumps(x.to_dict()) + b"\n" for x in batch))
                 self._tee.flush()
         dropped_b, dropped_s = self.spool.enforce_caps()
         if dropped_b:
-            log.warning("spool full: dropped the %d oldest batches (%d samples) — raise spool.max_bytes/max_age or fix the link",
-                        dropped_b, dropped_s)
+            log.warning(
+                "spool full: dropped the %d oldest batches (%d samples) — raise spool.max_bytes/max_age or fix the link",
+                dropped_b,
+                dropped_s,
+            )
         self.publisher.notify()
 
     def self_sample(self) -> Sample:
@@ -87,10 +96,8 @@ class Agent:
     async def _batcher(self, stop: asyncio.Event) -> None:
         last_self = 0.0
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.cfg.publish.batch_interval)
-            except TimeoutError:
-                pass
             now = time.monotonic()
             if now - last_self >= SELF_METRICS_EVERY_S:
                 self._buffer.append(self.self_sample())
@@ -100,10 +107,20 @@ class Agent:
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
         self.publisher.start()
         m = self.cfg.mqtt
-        log.info("agent %s (site %s): %d probes, publishing to %s:%d as %s", self.cfg.agent.id, self.cfg.agent.site,
-                 len(self.cfg.probes), m.host, m.port, self.publisher.topics["metrics"])
-        tasks = [asyncio.create_task(self.scheduler.run(stop)), asyncio.create_task(self.publisher.pump(stop)),
-                 asyncio.create_task(self._batcher(stop))]
+        log.info(
+            "agent %s (site %s): %d probes, publishing to %s:%d as %s",
+            self.cfg.agent.id,
+            self.cfg.agent.site,
+            len(self.cfg.probes),
+            m.host,
+            m.port,
+            self.publisher.topics["metrics"],
+        )
+        tasks = [
+            asyncio.create_task(self.scheduler.run(stop)),
+            asyncio.create_task(self.publisher.pump(stop)),
+            asyncio.create_task(self._batcher(stop)),
+        ]
         try:
             await stop.wait()
         finally:
@@ -111,8 +128,11 @@ class Agent:
             self.flush()
             if not await self.publisher.drain(drain_timeout_s):
                 st = self.spool.stats()
-                log.warning("stopping with %d batches not yet acknowledged; they stay in the spool %s for next start",
-                            st.depth, self.spool.path)
+                log.warning(
+                    "stopping with %d batches not yet acknowledged; they stay in the spool %s for next start",
+                    st.depth,
+                    self.spool.path,
+                )
             self.publisher.stop()
             self.spool.close()
             if self._tee is not None:

@@ -64,13 +64,26 @@ class Scheduler:
             try:
                 samples = await asyncio.wait_for(probe.collect(), entry.timeout_s)
             except TimeoutError:
-                samples = [status_sample(entry.kind, probe.target, "down",
-                                         error=f"{entry.kind} {probe.target}: no result within {entry.timeout_s:g}s (timeout)",
-                                         duration_ms=(time.perf_counter() - t0) * 1000)]
+                samples = [
+                    status_sample(
+                        entry.kind,
+                        probe.target,
+                        "down",
+                        error=f"{entry.kind} {probe.target}: no result within {entry.timeout_s:g}s (timeout)",
+                        duration_ms=(time.perf_counter() - t0) * 1000,
+                    )
+                ]
             except Exception as e:  # a probe bug must not stop the agent; report it as data
                 log.exception("probe %s %s crashed", entry.kind, entry.name)
-                samples = [status_sample(entry.kind, probe.target, "down", error=f"probe error: {type(e).__name__}: {e}",
-                                         duration_ms=(time.perf_counter() - t0) * 1000)]
+                samples = [
+                    status_sample(
+                        entry.kind,
+                        probe.target,
+                        "down",
+                        error=f"probe error: {type(e).__name__}: {e}",
+                        duration_ms=(time.perf_counter() - t0) * 1000,
+                    )
+                ]
         self.runs += 1
         self._note_status(idx, samples)
         return self._tag(entry, samples)

@@ -82,7 +82,9 @@ class Spool:
         self._bytes += len(payload)
         return seq
 
-    def pending(self, limit: int, *, exclude: Iterable[int] = (), newest_first: bool = False) -> list[tuple[int, bytes]]:
+    def pending(
+        self, limit: int, *, exclude: Iterable[int] = (), newest_first: bool = False
+    ) -> list[tuple[int, bytes]]:
         """Unacknowledged batches, oldest first (or newest first), skipping ``exclude``."""
         skip = set(exclude)
         order = "DESC" if newest_first else "ASC"
@@ -146,9 +148,16 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         depth, oldest = self._db.execute("SELECT COUNT(*), MIN(created_ns) FROM batches").fetchone()
-        return SpoolStats(int(depth), self._bytes, oldest, self._last_seq,
-                          self._meta("dropped_batches"), self._meta("dropped_samples"),
-                          self._meta("acked_batches"), self._meta("acked_samples"))
+        return SpoolStats(
+            int(depth),
+            self._bytes,
+            oldest,
+            self._last_seq,
+            self._meta("dropped_batches"),
+            self._meta("dropped_samples"),
+            self._meta("acked_batches"),
+            self._meta("acked_samples"),
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -164,6 +173,13 @@ def read_stats(path: str | Path) -> SpoolStats:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     finally:
         db.close()
-    return SpoolStats(int(depth), int(size), oldest, max(int(maxseq), int(meta.get("last_seq", 0))),
-                      int(meta.get("dropped_batches", 0)), int(meta.get("dropped_samples", 0)),
-                      int(meta.get("acked_batches", 0)), int(meta.get("acked_samples", 0)))
+    return SpoolStats(
+        int(depth),
+        int(size),
+        oldest,
+        max(int(maxseq), int(meta.get("last_seq", 0))),
+        int(meta.get("dropped_batches", 0)),
+        int(meta.get("dropped_samples", 0)),
+        int(meta.get("acked_batches", 0)),
+        int(meta.get("acked_samples", 0)),
+    )

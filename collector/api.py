@@ -45,8 +45,8 @@ def status_page(agents: list[dict[str, Any]], stats: dict[str, Any]) -> str:
 body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}
 tr.offline td{{background:#fdd}} tr.online td{{background:#efe}}</style></head><body>
 <h1>netwatch — collector 采集中心</h1>
-<p>messages received 收到消息 {stats.get('received_messages', 0)} · samples stored 已存样本 {stats.get('stored_samples', 0)}
- · duplicates 重复 {stats.get('duplicates', 0)} · rejected 拒收 {stats.get('rejected_total', 0)} ({rejected})</p>
+<p>messages received 收到消息 {stats.get("received_messages", 0)} · samples stored 已存样本 {stats.get("stored_samples", 0)}
+ · duplicates 重复 {stats.get("duplicates", 0)} · rejected 拒收 {stats.get("rejected_total", 0)} ({rejected})</p>
 <h2>agents 采集节点 ({len(agents)})</h2>
 <table><tr><th>site 站点</th><th>agent 节点</th><th>status 状态</th><th>last seen 最近</th><th>batches 批次</th>
 <th>samples 样本</th><th>version 版本</th><th>config 配置</th></tr>{rows}</table>
@@ -81,7 +81,9 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path == "/api/agents":
                 self._json(read_agents(c.cfg.state_path))
             elif url.path == "/api/stats":
-                self._json({**c.counters.snapshot(), "queue_depth": c._queue.qsize(), "connected": c.connected.is_set()})
+                self._json(
+                    {**c.counters.snapshot(), "queue_depth": c._queue.qsize(), "connected": c.connected.is_set()}
+                )
             elif url.path == "/api/query":
                 self._query(q)
             elif url.path == "/health":

@@ -26,7 +26,9 @@ class EmbeddedBroker:
         if not self._ready.wait(timeout_s):
             raise RuntimeError(f"embedded broker did not start on {self.host}:{self.port} within {timeout_s:g}s")
         if self._error is not None:
-            raise RuntimeError(f"embedded broker could not listen on {self.host}:{self.port}: {self._error}") from self._error
+            raise RuntimeError(
+                f"embedded broker could not listen on {self.host}:{self.port}: {self._error}"
+            ) from self._error
         log.info("embedded MQTT broker (amqtt) listening on %s:%d", self.host, self.port)
 
     def _run(self) -> None:
@@ -38,10 +40,12 @@ class EmbeddedBroker:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            broker = Broker({
-                "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-            })
+            broker = Broker(
+                {
+                    "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                    "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                }
+            )
             try:
                 await broker.start()
             except BaseException as e:  # port in use and the like: report to start()

@@ -23,11 +23,17 @@ from probes.configfile import ConfigError
 
 EXIT_OK, EXIT_EMPTY, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="netwatch collector: receives agents' metrics over MQTT, stores them, and shows the tree.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="netwatch collector: receives agents' metrics over MQTT, stores them, and shows the tree.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="collector config (YAML); default: embedded broker + SQLite in var/collector")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="collector config (YAML); default: embedded broker + SQLite in var/collector"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
 
 
@@ -40,11 +46,16 @@ def _load(path: Path | None) -> collector_config.CollectorConfig:
 
 
 @app.command()
-def run(config: ConfigOpt = None, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info") -> None:
+def run(
+    config: ConfigOpt = None, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info"
+) -> None:
     """Run the collector until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     from collector.service import Collector
 
     stop = threading.Event()
@@ -88,31 +99,46 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
 
     t = Table(title=f"{len(rows)} agents / 个采集节点")
     for col in ("site", "agent", "status", "last seen", "batches", "samples", "version", "config"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
         colour = {"online": "green", "offline": "red"}.get(r["status"], "yellow")
-        t.add_row(r["site"], r["id"], f"[{colour}]{r['status']}[/{colour}]", _ago(r["last_seen_ns"]), str(r["batches"]),
-                  str(r["samples"]), r["version"], r["config_version"])
+        t.add_row(
+            r["site"],
+            r["id"],
+            f"[{colour}]{r['status']}[/{colour}]",
+            _ago(r["last_seen_ns"]),
+            str(r["batches"]),
+            str(r["samples"]),
+            r["version"],
+            r["config_version"],
+        )
     con = console()
     con.print(t)
     online = sum(1 for r in rows if r["status"] == "online")
-    con.print(f"online {online} · offline/unknown {len(rows) - online}  |  在线 {online} · 离线/未知 {len(rows) - online}")
+    con.print(
+        f"online {online} · offline/unknown {len(rows) - online}  |  在线 {online} · 离线/未知 {len(rows) - online}"
+    )
     raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
 
 
 @app.command()
-def query(measurement: Annotated[str, typer.Argument(help="measurement name, e.g. icmp, http, host_cpu")],
-          config: ConfigOpt = None,
-          agent: Annotated[str | None, typer.Option(help="only this agent")] = None,
-          site: Annotated[str | None, typer.Option(help="only this site")] = None,
-          since: Annotated[str, typer.Option(help="how far back, e.g. 10m, 2h, 7d")] = "10m",
-          limit: Annotated[int, typer.Option(help="at most this many samples (newest kept)")] = 1000,
-          json: JsonOpt = False) -> None:
+def query(
+    measurement: Annotated[str, typer.Argument(help="measurement name, e.g. icmp, http, host_cpu")],
+    config: ConfigOpt = None,
+    agent: Annotated[str | None, typer.Option(help="only this agent")] = None,
+    site: Annotated[str | None, typer.Option(help="only this site")] = None,
+    since: Annotated[str, typer.Option(help="how far back, e.g. 10m, 2h, 7d")] = "10m",
+    limit: Annotated[int, typer.Option(help="at most this many samples (newest kept)")] = 1000,
+    json: JsonOpt = False,
+) -> None:
     """Print stored samples of one measurement from the SQLite store."""
     cfg = _load(config)
     if cfg.sqlite_path is None or not cfg.sqlite_path.exists():
-        console().print(f"no SQLite store at {cfg.sqlite_path} / 没有 SQLite 存储" if cfg.sqlite_path else
-                        "this collector stores only into InfluxDB: query it through Grafana or the InfluxDB API")
+        console().print(
+            f"no SQLite store at {cfg.sqlite_path} / 没有 SQLite 存储"
+            if cfg.sqlite_path
+            else "this collector stores only into InfluxDB: query it through Grafana or the InfluxDB API"
+        )
         raise typer.Exit(EXIT_EMPTY)
     try:
         since_s = parse_duration(since)
@@ -132,10 +158,14 @@ def query(measurement: Annotated[str, typer.Argument(help="measurement name, e.g
         print_samples_json(rows)
     else:
         con = console()
-        con.print(samples_table(rows, title=f"{measurement} — {len(rows)} samples / 个样本 since {since}", show_identity=True))
+        con.print(
+            samples_table(rows, title=f"{measurement} — {len(rows)} samples / 个样本 since {since}", show_identity=True)
+        )
         if rows:
-            con.print(f"from {datetime.fromtimestamp(rows[0].time_ns / 1e9):%Y-%m-%d %H:%M:%S} "
-                      f"to {datetime.fromtimestamp(rows[-1].time_ns / 1e9):%H:%M:%S}")
+            con.print(
+                f"from {datetime.fromtimestamp(rows[0].time_ns / 1e9):%Y-%m-%d %H:%M:%S} "
+                f"to {datetime.fromtimestamp(rows[-1].time_ns / 1e9):%H:%M:%S}"
+            )
     raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
 
 

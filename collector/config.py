@@ -9,19 +9,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from agent.config import ID_PATTERN, Mqtt, checks_files, file_exists
+from agent.config import ID_PATTERN, Mqtt, checks_files
 from agent.wire import Limits as WireLimits
-from probes.base import ByteSize, Duration
-from probes.configfile import ConfigError, Problem, read_yaml, resolve_paths, validate
+from probes.base import ByteSize, Duration, ExistingFile, LocalPath, validation_context
+from probes.configfile import ConfigError, Problem, read_yaml, validate
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # validate_default: defaults go through the same validators (a default relative path
+    # is resolved against the config file's folder like a written one).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
 class Identity(_Strict):
     id: str = Field("centre", pattern=ID_PATTERN)
-    data_dir: Path = Path("var/collector")
+    data_dir: LocalPath = Path("var/collector")
 
 
 class EmbeddedBroker(_Strict):
@@ -30,7 +32,7 @@ class EmbeddedBroker(_Strict):
 
 
 class SqliteStore(_Strict):
-    path: Path | None = None  # default: <data_dir>/metrics.db
+    path: LocalPath | None = None  # default: <data_dir>/metrics.db
     retention: Duration = 30 * 86400.0
 
 
@@ -40,11 +42,13 @@ class InfluxStore(_Strict):
     bucket: str = "netwatch"
     token: str | None = Field(None, repr=False)
     token_env: str | None = None
-    token_file: Path | None = None
+    token_file: ExistingFile | None = None
     batch_size: int = Field(5000, ge=1, le=100_000)
     timeout: Duration = 10.0
     verify_tls: bool = True
-    ca_file: Path | None = None
+    ca_file: ExistingFile | None = None
+    #: VictoriaMetrics stores a non-numeric string field as 0: set true when writing to it.
+    drop_string_fields: bool = False
 
     @model_validator(mode="after")
     def _token(self, info: ValidationInfo) -> InfluxStore:
@@ -57,8 +61,6 @@ class InfluxStore(_Strict):
             return self
         if self.token_env is not None and self.token_env not in os.environ:
             raise ValueError(f"environment variable {self.token_env} (token_env) is not set")
-        if self.token_file is not None and not file_exists(self.token_file, info):
-            raise ValueError(f"token_file {self.token_file} does not exist")
         return self
 
     def resolved_token(self) -> str:
@@ -86,8 +88,9 @@ class Limits(_Strict):
     dedup_window: int = Field(100_000, ge=100)
 
     def wire(self) -> WireLimits:
-        return WireLimits(self.max_payload_bytes, self.max_body_bytes, self.max_samples_per_batch,
-                          self.max_past, self.max_future)
+        return WireLimits(
+            self.max_payload_bytes, self.max_body_bytes, self.max_samples_per_batch, self.max_past, self.max_future
+        )
 
 
 class Api(_Strict):
@@ -97,13 +100,13 @@ class Api(_Strict):
 
 
 class CollectorFile(_Strict):
-    collector: Identity = Field(default_factory=Identity)
+    collector: Identity = Field(default_factory=dict)  # type: ignore[arg-type]
     #: an external broker (Mosquitto, EMQX); leave out to use the embedded one
     mqtt: Mqtt | None = None
-    embedded_broker: EmbeddedBroker = Field(default_factory=EmbeddedBroker)
-    storage: Storage = Field(default_factory=Storage)
-    limits: Limits = Field(default_factory=Limits)
-    api: Api = Field(default_factory=Api)
+    embedded_broker: EmbeddedBroker = Field(default_factory=dict)  # type: ignore[arg-type]
+    storage: Storage = Field(default_factory=dict)  # type: ignore[arg-type]
+    limits: Limits = Field(default_factory=dict)  # type: ignore[arg-type]
+    api: Api = Field(default_factory=dict)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +139,9 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
     """Load and validate; ``None`` means all defaults (the embedded set-up)."""
     p = Path(path) if path is not None else None
     doc = read_yaml(p) if p is not None else {}
-    f: CollectorFile = validate(CollectorFile, doc, p or "<defaults>",
-                                 context={"skip_file_checks": not check_files, "base_dir": p.parent if p else None})
-    base = p.parent if p is not None else Path.cwd()
     # Relative paths count from the config file's folder (no file: from the current folder).
-    f = resolve_paths(f, base)
+    ctx = validation_context(p, check_files=check_files) if p is not None else {"base_dir": Path.cwd()}
+    f: CollectorFile = validate(CollectorFile, doc, p or "<defaults>", context=ctx)
     ident = f.collector
     sqlite = f.storage.sqlite
     if sqlite is None and f.storage.influxdb is None:
@@ -148,7 +149,14 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
     embedded = f.mqtt is None
     mqtt = f.mqtt or Mqtt(host=f.embedded_broker.host, port=f.embedded_broker.port)
     if embedded and f.embedded_broker.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(p or "<defaults>", [Problem(
-            "embedded_broker.host", "the embedded broker has no authentication and may only listen on loopback",
-            "use 127.0.0.1, or configure an external broker (Mosquitto) with TLS and passwords under 'mqtt'")])
+        raise ConfigError(
+            p or "<defaults>",
+            [
+                Problem(
+                    "embedded_broker.host",
+                    "the embedded broker has no authentication and may only listen on loopback",
+                    "use 127.0.0.1, or configure an external broker (Mosquitto) with TLS and passwords under 'mqtt'",
+                )
+            ],
+        )
     return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api)

@@ -32,7 +32,7 @@ def parse_topic(root: str, topic: str) -> Topic | None:
     prefix = root.rstrip("/") + "/agents/"
     if not topic.startswith(prefix):
         return None
-    agent, _, kind = topic[len(prefix):].partition("/")
+    agent, _, kind = topic[len(prefix) :].partition("/")
     if not _ID.match(agent) or kind not in ("metrics", "events", "status", "cmd/result"):
         return None
     return Topic(agent, kind)
@@ -82,8 +82,12 @@ class Counters:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {**dict(self.c), "rejected": dict(self.rejected), "dropped_samples": dict(self.dropped_samples),
-                    "rejected_total": sum(self.rejected.values())}
+            return {
+                **dict(self.c),
+                "rejected": dict(self.rejected),
+                "dropped_samples": dict(self.dropped_samples),
+                "rejected_total": sum(self.rejected.values()),
+            }
 
 
 @dataclass(slots=True)
@@ -99,8 +103,9 @@ class StatusUpdate:
 
 
 class Ingest:
-    def __init__(self, root: str, limits: wire.Limits, *, dedup_window: int = 100_000,
-                 counters: Counters | None = None) -> None:
+    def __init__(
+        self, root: str, limits: wire.Limits, *, dedup_window: int = 100_000, counters: Counters | None = None
+    ) -> None:
         self.root = root
         self.limits = limits
         self.dedup_window = dedup_window

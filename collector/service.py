@@ -39,8 +39,19 @@ def build_sinks(cfg: CollectorConfig) -> list[Sink]:
         from collector.storage.influx import InfluxSink
 
         i = cfg.influxdb
-        sinks.append(InfluxSink(i.url, i.org, i.bucket, i.resolved_token(), batch_size=i.batch_size, timeout_s=i.timeout,
-                                verify_tls=i.verify_tls, ca_file=str(i.ca_file) if i.ca_file else None))
+        sinks.append(
+            InfluxSink(
+                i.url,
+                i.org,
+                i.bucket,
+                i.resolved_token(),
+                batch_size=i.batch_size,
+                timeout_s=i.timeout,
+                verify_tls=i.verify_tls,
+                ca_file=str(i.ca_file) if i.ca_file else None,
+                drop_string_fields=i.drop_string_fields,
+            )
+        )
     return sinks
 
 
@@ -48,8 +59,9 @@ class Collector:
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
         self.counters = Counters()
-        self.ingest = Ingest(cfg.mqtt.topic_root, cfg.limits.wire(), dedup_window=cfg.limits.dedup_window,
-                             counters=self.counters)
+        self.ingest = Ingest(
+            cfg.mqtt.topic_root, cfg.limits.wire(), dedup_window=cfg.limits.dedup_window, counters=self.counters
+        )
         self.sinks = build_sinks(cfg)
         self.state = StateDB(cfg.state_path)
         self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port) if cfg.embedded else None
@@ -71,10 +83,13 @@ class Collector:
         if m.username:
             c.username_pw_set(m.username, m.resolved_password())
         if m.tls is not None:
-            c.tls_set(ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-                      certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                      keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            c.tls_set(
+                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
             c.tls_insecure_set(m.tls.insecure_hostname)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -87,8 +102,9 @@ class Collector:
             return
         root = self.cfg.mqtt.topic_root.rstrip("/")
         # Subscribe every time: a broker that lost our session (or amqtt, which keeps none) still feeds us.
-        client.subscribe([(f"{root}/agents/+/metrics", 1), (f"{root}/agents/+/events", 1),
-                          (f"{root}/agents/+/status", 1)])
+        client.subscribe(
+            [(f"{root}/agents/+/metrics", 1), (f"{root}/agents/+/events", 1), (f"{root}/agents/+/status", 1)]
+        )
         self.connected.set()
         log.info("subscribed at %s:%d under %s/agents/+/…", self.cfg.mqtt.host, self.cfg.mqtt.port, root)
 
@@ -116,7 +132,9 @@ class Collector:
                     self.counters.inc(f"store_retries_{sink.name}")
                     if sink.name not in self._store_failing:
                         self._store_failing.add(sink.name)
-                        log.error("store %s unavailable: %s — holding messages unacknowledged and retrying", sink.name, e)
+                        log.error(
+                            "store %s unavailable: %s — holding messages unacknowledged and retrying", sink.name, e
+                        )
                     if self._stopping.wait(delay):
                         return False
                     delay = min(delay * 2, 10.0)
@@ -227,8 +245,15 @@ class Collector:
             self._api = ApiServer(self, self.cfg.api.host, self.cfg.api.port)
             self._api.start()
         stores = ", ".join(s.name for s in self.sinks)
-        log.info("collector %s: broker %s:%d%s, stores: %s, state %s", self.cfg.collector.id, m.host, m.port,
-                 " (embedded)" if self.cfg.embedded else "", stores, self.cfg.state_path)
+        log.info(
+            "collector %s: broker %s:%d%s, stores: %s, state %s",
+            self.cfg.collector.id,
+            m.host,
+            m.port,
+            " (embedded)" if self.cfg.embedded else "",
+            stores,
+            self.cfg.state_path,
+        )
 
     @property
     def api_url(self) -> str | None:

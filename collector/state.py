@@ -32,8 +32,20 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
-AGENT_COLUMNS = ("id", "site", "first_seen_ns", "last_seen_ns", "status", "status_ns", "version",
-                 "config_version", "capabilities", "last_seq", "batches", "samples")
+AGENT_COLUMNS = (
+    "id",
+    "site",
+    "first_seen_ns",
+    "last_seen_ns",
+    "status",
+    "status_ns",
+    "version",
+    "config_version",
+    "capabilities",
+    "last_seq",
+    "batches",
+    "samples",
+)
 
 
 class StateDB:
@@ -66,8 +78,17 @@ class StateDB:
                  version = CASE WHEN excluded.version != '' THEN excluded.version ELSE version END,
                  config_version = CASE WHEN excluded.config_version != '' THEN excluded.config_version ELSE config_version END,
                  capabilities = excluded.capabilities""",
-            (agent, str(doc.get("site") or "")[:64], now, now, doc["state"], now, str(doc.get("version") or "")[:32],
-             str(doc.get("config_version") or "")[:64], orjson.dumps([str(c)[:32] for c in caps[:32]]).decode()),
+            (
+                agent,
+                str(doc.get("site") or "")[:64],
+                now,
+                now,
+                doc["state"],
+                now,
+                str(doc.get("version") or "")[:32],
+                str(doc.get("config_version") or "")[:64],
+                orjson.dumps([str(c)[:32] for c in caps[:32]]).decode(),
+            ),
         )
 
     def save_counters(self, counters: dict[str, Any]) -> None:
@@ -75,8 +96,10 @@ class StateDB:
         with self._db:
             self._db.execute("BEGIN")
             for k, v in counters.items():
-                self._db.execute("INSERT OR REPLACE INTO counters(name, value, updated_ns) VALUES (?, ?, ?)",
-                                 (k, orjson.dumps(v).decode(), now))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO counters(name, value, updated_ns) VALUES (?, ?, ?)",
+                    (k, orjson.dumps(v).decode(), now),
+                )
 
     def begin(self) -> None:
         self._db.execute("BEGIN")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from probes.model import Sample
 
@@ -31,8 +32,17 @@ def parse_duration(value: Any) -> float:
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_UNIT_B = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_UNIT_B = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 
 def parse_size(value: Any) -> int:
@@ -55,6 +65,36 @@ def parse_size(value: Any) -> int:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 #: Bytes, written in config as "64KiB", "512MiB"...
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _local_path(value: Path, info: ValidationInfo) -> Path:
+    # Relative paths count from the config file's folder, passed as ``base_dir`` in the
+    # validation context, so a config means the same whatever the current directory.
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = (Path(base) / value).resolve()
+    return value
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    value = _local_path(value, info)
+    # Off only when schema-checking example configs written for another machine.
+    if not (info.context or {}).get("skip_file_checks") and not value.is_file():
+        raise ValueError(f"file {value} does not exist (relative paths count from the config file's folder)")
+    return value
+
+
+#: A path in a config file: relative to the file's folder.
+LocalPath = Annotated[Path, AfterValidator(_local_path)]
+#: A file that must exist when the config loads (certificates, password files, baselines).
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+
+
+def validation_context(config_file: str | Path | None, *, check_files: bool = True) -> dict[str, Any]:
+    return {
+        "base_dir": Path(config_file).parent if config_file is not None else None,
+        "skip_file_checks": not check_files,
+    }
 
 
 class ProbeConfig(BaseModel):

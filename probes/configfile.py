@@ -101,7 +101,9 @@ def _fix_for(err: dict[str, Any], allowed: list[str]) -> str:
     return ""
 
 
-def problems_from(exc: ValidationError, model: type[BaseModel] | None = None, prefix: Sequence[Any] = ()) -> list[Problem]:
+def problems_from(
+    exc: ValidationError, model: type[BaseModel] | None = None, prefix: Sequence[Any] = ()
+) -> list[Problem]:
     out: list[Problem] = []
     for err in exc.errors(include_url=False):
         loc = tuple(prefix) + tuple(err["loc"])
@@ -119,40 +121,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(p, [Problem("", "file not found", "check the path, or copy an example from configs/")]) from None
+        raise ConfigError(
+            p, [Problem("", "file not found", "check the path, or copy an example from configs/")]
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(p, [Problem("", f"cannot read: {e}", "check permissions and that it is UTF-8 text")]) from None
+        raise ConfigError(
+            p, [Problem("", f"cannot read: {e}", "check permissions and that it is UTF-8 text")]
+        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(p, [Problem(where, f"not valid YAML: {problem}", "check indentation and quoting near that line")]) from None
+        raise ConfigError(
+            p, [Problem(where, f"not valid YAML: {problem}", "check indentation and quoting near that line")]
+        ) from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
-        raise ConfigError(p, [Problem("", "the file must be a mapping of key: value lines at the top", "see configs/ for examples")])
+        raise ConfigError(
+            p, [Problem("", "the file must be a mapping of key: value lines at the top", "see configs/ for examples")]
+        )
     return doc
 
 
-def validate(model: type[BaseModel], doc: dict[str, Any], file: str | Path, *, context: dict[str, Any] | None = None) -> Any:
+def validate(
+    model: type[BaseModel], doc: dict[str, Any], file: str | Path, *, context: dict[str, Any] | None = None
+) -> Any:
     try:
         return model.model_validate(doc, context=context)
     except ValidationError as e:
         raise ConfigError(file, problems_from(e, model)) from None
-
-
-def resolve_paths(model: BaseModel, base: Path) -> BaseModel:
-    """A copy of ``model`` with every relative ``Path`` field (nested models too) made relative
-    to ``base`` — the folder of the config file — so a config means the same from any cwd."""
-    updates: dict[str, Any] = {}
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, Path) and not value.is_absolute():
-            updates[name] = (base / value).resolve()
-        elif isinstance(value, BaseModel):
-            new = resolve_paths(value, base)
-            if new is not value:
-                updates[name] = new
-    return model.model_copy(update=updates) if updates else model

@@ -6,9 +6,9 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-FieldValue = Union[int, float, bool, str]
+FieldValue = int | float | bool | str
 
 #: Measurement name for per-target health, emitted by every probe.
 PROBE_STATUS = "probe_status"
@@ -62,11 +62,8 @@ def clean_fields(fields: Mapping[str, Any]) -> dict[str, FieldValue]:
     for k, v in fields.items():
         if v is None:
             continue
-        if isinstance(v, bool | int | str):
+        if isinstance(v, bool | int | str) or isinstance(v, float) and math.isfinite(v):
             out[k] = v
-        elif isinstance(v, float):
-            if math.isfinite(v):
-                out[k] = v
     return out
 
 

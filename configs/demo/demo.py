@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,10 +37,15 @@ class Portal(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         Portal.visits += 1
-        body = ("<h1>网站已被入侵 — hacked</h1>" if Portal.defaced else
-                "<h1>东区人民政府</h1><p>政务公开 · 办事服务 · 互动交流</p>")
-        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>东区人民政府门户网站</title></head><body>{body}"
-                f"<p>{datetime.now():%Y-%m-%d %H:%M:%S} · 访问量 {Portal.visits}</p></body></html>").encode()
+        body = (
+            "<h1>网站已被入侵 — hacked</h1>"
+            if Portal.defaced
+            else "<h1>东区人民政府</h1><p>政务公开 · 办事服务 · 互动交流</p>"
+        )
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>东区人民政府门户网站</title></head><body>{body}"
+            f"<p>{datetime.now():%Y-%m-%d %H:%M:%S} · 访问量 {Portal.visits}</p></body></html>"
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(page)))
@@ -65,8 +71,12 @@ def approve_portal_baseline() -> None:
     from probes.http.config import HttpConfig
     from probes.http.probe import HttpProbe
 
-    cfg = HttpConfig.model_validate({"url": f"http://127.0.0.1:{PORTAL_PORT}/",
-                                     "fingerprint": {"enabled": True, "ignore": [r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", r"访问量 \d+"]}})
+    cfg = HttpConfig.model_validate(
+        {
+            "url": f"http://127.0.0.1:{PORTAL_PORT}/",
+            "fingerprint": {"enabled": True, "ignore": [r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", r"访问量 \d+"]},
+        }
+    )
     samples = asyncio.run(HttpProbe(cfg, name="portal", timeout_s=5).collect())
     sha = next(s.fields["content_sha256"] for s in samples if "content_sha256" in s.fields)
     (VAR / "portal.baseline").write_text(f"{sha}\n", encoding="utf-8")
@@ -79,16 +89,25 @@ def get_json(path: str) -> object:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--duration", type=float, default=0, help="stop by itself after this many seconds (0: until Ctrl-C)")
-    ap.add_argument("--deface-after", type=float, default=0, help="deface the portal after this many seconds (shows tamper detection)")
+    ap.add_argument(
+        "--duration", type=float, default=0, help="stop by itself after this many seconds (0: until Ctrl-C)"
+    )
+    ap.add_argument(
+        "--deface-after",
+        type=float,
+        default=0,
+        help="deface the portal after this many seconds (shows tamper detection)",
+    )
     args = ap.parse_args()
 
     busy = [p for p in (PORTAL_PORT, BROKER_PORT, API_PORT) if not port_free(p)]
     if busy:
         con.print(f"[red]ports in use on 127.0.0.1: {busy}[/red] — is another demo running? / 端口被占用")
         return 3
-    VAR.mkdir(parents=True, exist_ok=True)
-    (VAR / "logs").mkdir(exist_ok=True)
+    # Each demo starts from nothing, so what it shows is what this run did.
+    if VAR.exists():
+        shutil.rmtree(VAR)
+    (VAR / "logs").mkdir(parents=True)
 
     portal = ThreadingHTTPServer(("127.0.0.1", PORTAL_PORT), Portal)
     threading.Thread(target=portal.serve_forever, daemon=True).start()
@@ -124,8 +143,12 @@ def main() -> int:
         rel = lambda p: os.path.relpath(p, Path.cwd())  # noqa: E731
         con.rule("[bold]netwatch demo / 演示[/bold]")
         con.print(f"status page 状态页      http://127.0.0.1:{API_PORT}/")
-        con.print(f"agents 采集节点         .venv/bin/netwatch-collector agents --config {rel(HERE / 'collector.yaml')}")
-        con.print(f"stored samples 样本     .venv/bin/netwatch-collector query icmp --since 5m --config {rel(HERE / 'collector.yaml')}")
+        con.print(
+            f"agents 采集节点         .venv/bin/netwatch-collector agents --config {rel(HERE / 'collector.yaml')}"
+        )
+        con.print(
+            f"stored samples 样本     .venv/bin/netwatch-collector query icmp --since 5m --config {rel(HERE / 'collector.yaml')}"
+        )
         con.print(f"one node, once 单节点   .venv/bin/netwatch-agent once --config {rel(agents[-1])}")
         con.print(f"logs 日志               {rel(VAR / 'logs')}/")
         con.print("Ctrl-C stops everything / 按 Ctrl-C 停止")
@@ -147,14 +170,18 @@ def main() -> int:
             assert isinstance(rows, list) and isinstance(st, dict)
             online = sum(1 for r in rows if r["status"] == "online")
             t = Table(box=None, show_header=False)
-            t.add_row(f"{datetime.now():%H:%M:%S}", f"agents online {online}/{len(agents)} 在线",
-                      f"samples stored {st.get('stored_samples', 0)} 已存样本", f"rejected {st.get('rejected_total', 0)} 拒收")
+            t.add_row(
+                f"{datetime.now():%H:%M:%S}",
+                f"agents online {online}/{len(agents)} 在线",
+                f"samples stored {st.get('stored_samples', 0)} 已存样本",
+                f"rejected {st.get('rejected_total', 0)} 拒收",
+            )
             con.print(t)
             if args.duration and elapsed >= args.duration:
                 break
     finally:
         con.print("stopping / 正在停止 …")
-        for name, p in reversed(procs):
+        for _name, p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for name, p in reversed(procs):

@@ -35,7 +35,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     cfg = config.load(_write(tmp_path, GOOD))
     assert [(e.kind, e.name, e.interval_s, e.timeout_s) for e in cfg.probes] == [
-        ("icmp", "127.0.0.1", 30.0, 10.0), ("tcp", "portal-port", 60.0, 10.0)]
+        ("icmp", "127.0.0.1", 30.0, 10.0),
+        ("tcp", "portal-port", 60.0, 10.0),
+    ]
     assert cfg.spool.path == (tmp_path / "var/agent-spool.db").resolve()
     assert cfg.agent.tags == {"county": "east"}
 
@@ -51,7 +53,11 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
         (GOOD.replace("    port: 80\n", ""), "probes[1].port", "add the key 'port'"),
         (GOOD.replace("interval: 30s", "interval: 30s\n    timeout: 1m"), "probes[0].timeout", "shorten the timeout"),
         (GOOD + "  - type: tcp\n    name: portal-port\n    host: x\n    port: 1\n", "probes[2].name", "distinct name"),
-        (GOOD.replace("mqtt: {", "mqtt: {password_env: NO_SUCH_VAR_NETWATCH, username: u, "), "mqtt", "NO_SUCH_VAR_NETWATCH"),
+        (
+            GOOD.replace("mqtt: {", "mqtt: {password_env: NO_SUCH_VAR_NETWATCH, username: u, "),
+            "mqtt",
+            "NO_SUCH_VAR_NETWATCH",
+        ),
         ("agent: [1, 2\n", "line 2", "indentation"),
     ],
 )
@@ -67,14 +73,19 @@ def test_mistakes_name_file_key_and_fix(tmp_path: Path, text: str, key: str, fix
 
 def test_check_command_exits_2_on_a_bad_config(tmp_path: Path) -> None:
     path = _write(tmp_path, GOOD.replace("port: 1883", "port: 99999"))
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check", "--config", str(path)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "--config", str(path)], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert "mqtt.port" in r.stdout and str(path) in r.stdout.replace("\n", "")
 
 
 def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check", "--config", str(_write(tmp_path, GOOD)), "--json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "--config", str(_write(tmp_path, GOOD)), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     import orjson
 

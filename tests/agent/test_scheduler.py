@@ -34,8 +34,10 @@ class FakeProbe(Probe):
             if cfg.crash:
                 raise RuntimeError("boom")
             await asyncio.sleep(cfg.delay)
-            return [Sample("fake", {"target": self.name, "site": "forged"}, {"v": 1}),
-                    status_sample("fake", self.name, "ok")]
+            return [
+                Sample("fake", {"target": self.name, "site": "forged"}, {"v": 1}),
+                status_sample("fake", self.name, "ok"),
+            ]
         finally:
             FakeProbe.running -= 1
 
@@ -46,15 +48,26 @@ def _fake(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeProbe.running = FakeProbe.peak = 0
 
 
-def entry(name: str, *, interval: float = 0.2, timeout: float = 0.15, delay: float = 0.0, crash: bool = False,
-          tags: dict[str, str] | None = None) -> ProbeEntry:
+def entry(
+    name: str,
+    *,
+    interval: float = 0.2,
+    timeout: float = 0.15,
+    delay: float = 0.0,
+    crash: bool = False,
+    tags: dict[str, str] | None = None,
+) -> ProbeEntry:
     return ProbeEntry("fake", name, interval, 0.0, timeout, tags or {}, _Cfg(delay=delay, crash=crash))
 
 
 async def test_slow_target_times_out_as_data_and_does_not_delay_others() -> None:
     got: list[Sample] = []
-    s = Scheduler([entry("fast"), entry("slow", delay=5.0)], got.extend, concurrency=4,
-                  identity_tags={"site": "town-1", "agent": "a1"})
+    s = Scheduler(
+        [entry("fast"), entry("slow", delay=5.0)],
+        got.extend,
+        concurrency=4,
+        identity_tags={"site": "town-1", "agent": "a1"},
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(s.run(stop))
     await asyncio.sleep(1.05)
@@ -63,7 +76,9 @@ async def test_slow_target_times_out_as_data_and_does_not_delay_others() -> None
     fast = [x for x in got if x.measurement == "fake" and x.tags["target"] == "fast"]
     slow_status = [x for x in got if x.measurement == "probe_status" and x.tags["target"] == "slow"]
     assert 5 <= len(fast) <= 7  # every 200 ms for ~1 s, undisturbed by the slow one
-    assert slow_status and all(x.fields["status"] == "down" and "timeout" in str(x.fields["error"]) for x in slow_status)
+    assert slow_status and all(
+        x.fields["status"] == "down" and "timeout" in str(x.fields["error"]) for x in slow_status
+    )
     # identity tags always win over what a probe wrote
     assert all(x.tags["site"] == "town-1" and x.tags["agent"] == "a1" for x in got)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,14 +17,19 @@ NOW = time.time_ns()
 
 
 def _s(**fields: object) -> Sample:
-    return Sample("icmp", {"target": "10.0.0.1", "site": "forged", "agent": "forged"}, fields or {"rtt_avg_ms": 1.5}, NOW)
+    return Sample(
+        "icmp", {"target": "10.0.0.1", "site": "forged", "agent": "forged"}, fields or {"rtt_avg_ms": 1.5}, NOW
+    )
 
 
 def test_round_trip_keeps_values_and_types_and_forces_identity() -> None:
     samples = [_s(rtt_avg_ms=1.25, sent=3, up=True, result="ok"), _s(loss_pct=0.0)]
     env = wire.decode(wire.encode("t-1", "town-1", 42, samples), topic_agent="t-1", now_ns=NOW)
     assert (env.agent, env.site, env.seq) == ("t-1", "town-1", 42)
-    assert [dict(s.fields) for s in env.samples] == [{"rtt_avg_ms": 1.25, "sent": 3, "up": True, "result": "ok"}, {"loss_pct": 0.0}]
+    assert [dict(s.fields) for s in env.samples] == [
+        {"rtt_avg_ms": 1.25, "sent": 3, "up": True, "result": "ok"},
+        {"loss_pct": 0.0},
+    ]
     assert type(env.samples[0].fields["sent"]) is int and type(env.samples[0].fields["up"]) is bool
     # site/agent come from the envelope the topic vouched for, never from a sample's own tags
     assert all(s.tags["agent"] == "t-1" and s.tags["site"] == "town-1" for s in env.samples)
@@ -36,7 +41,10 @@ def test_compression_shrinks_repetitive_batches() -> None:
     packed = wire.encode("a", "s", 1, samples)
     plain = wire.encode("a", "s", 1, samples, compress=False)
     assert len(packed) * 5 < len(plain)
-    assert wire.decode(plain, topic_agent="a", now_ns=NOW).samples == wire.decode(packed, topic_agent="a", now_ns=NOW).samples
+    assert (
+        wire.decode(plain, topic_agent="a", now_ns=NOW).samples
+        == wire.decode(packed, topic_agent="a", now_ns=NOW).samples
+    )
 
 
 def _body(doc: object) -> bytes:
@@ -82,17 +90,20 @@ def test_compression_bomb_is_bounded() -> None:
 
 def test_bad_samples_are_dropped_and_counted_not_the_batch() -> None:
     day = 86400 * 10**9
-    doc = {**GOOD, "samples": [
-        ["ok", {"t": "x"}, {"v": 1}, NOW],
-        ["bad\nname", {}, {"v": 1}, NOW],
-        ["m", {"t": 5}, {"v": 1}, NOW],
-        ["m", {}, {}, NOW],
-        ["m", {}, {"v": [1]}, NOW],
-        ["m", {}, {"v": {"nested": 1}}, NOW],
-        ["m", {}, {"v": 1}, NOW + 30 * day],
-        ["m", {}, {"v": 1}, NOW - 1000 * day],
-        "not a list",
-    ]}
+    doc = {
+        **GOOD,
+        "samples": [
+            ["ok", {"t": "x"}, {"v": 1}, NOW],
+            ["bad\nname", {}, {"v": 1}, NOW],
+            ["m", {"t": 5}, {"v": 1}, NOW],
+            ["m", {}, {}, NOW],
+            ["m", {}, {"v": [1]}, NOW],
+            ["m", {}, {"v": {"nested": 1}}, NOW],
+            ["m", {}, {"v": 1}, NOW + 30 * day],
+            ["m", {}, {"v": 1}, NOW - 1000 * day],
+            "not a list",
+        ],
+    }
     env = wire.decode(_body(doc), topic_agent="a", now_ns=NOW)
     assert [s.measurement for s in env.samples] == ["ok"]
     assert env.dropped == {"bad_sample": 6, "bad_time": 2}
@@ -107,25 +118,35 @@ def test_nan_and_inf_are_refused_as_bad_samples() -> None:
 
 
 def test_empty_tag_values_are_removed() -> None:
-    env = wire.decode(wire.encode("a", "s", 1, [Sample("m", {"x": "", "y": "1"}, {"v": 1}, NOW)]), topic_agent="a", now_ns=NOW)
+    env = wire.decode(
+        wire.encode("a", "s", 1, [Sample("m", {"x": "", "y": "1"}, {"v": 1}, NOW)]), topic_agent="a", now_ns=NOW
+    )
     assert dict(env.samples[0].tags) == {"y": "1", "agent": "a", "site": "s"}
 
 
 @given(st.binary(max_size=300))
 def test_random_bytes_never_crash(data: bytes) -> None:
     for payload in (data, wire.MAGIC + bytes((1, 1)) + data, wire.MAGIC + bytes((1, 0)) + data):
-        try:
+        with contextlib.suppress(wire.WireError):
             wire.decode(payload, topic_agent="a", now_ns=NOW)
-        except wire.WireError:
-            pass
 
 
-names = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "Zs")), min_size=1, max_size=20).filter(str.isprintable)
-values = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), names)
+names = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "Zs")), min_size=1, max_size=20).filter(
+    str.isprintable
+)
+values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), names
+)
 
 
-@given(st.lists(st.tuples(names, st.dictionaries(names, names, max_size=4), st.dictionaries(names, values, min_size=1, max_size=4)),
-                max_size=20))
+@given(
+    st.lists(
+        st.tuples(
+            names, st.dictionaries(names, names, max_size=4), st.dictionaries(names, values, min_size=1, max_size=4)
+        ),
+        max_size=20,
+    )
+)
 def test_any_valid_sample_round_trips(rows: list) -> None:
     samples = [Sample(m, t, f, NOW) for m, t, f in rows]
     env = wire.decode(wire.encode("a", "s", 5, samples), topic_agent="a", now_ns=NOW)

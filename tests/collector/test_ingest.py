@@ -18,14 +18,17 @@ def _batch(agent: str, seq: int, n: int = 2) -> bytes:
     return wire.encode(agent, "town-1", seq, [Sample("m", {"i": str(i)}, {"v": i}, time.time_ns()) for i in range(n)])
 
 
-@pytest.mark.parametrize(("topic", "expect"), [
-    ("netwatch/v1/agents/a-1/metrics", ("a-1", "metrics")),
-    ("netwatch/v1/agents/a-1/status", ("a-1", "status")),
-    ("netwatch/v1/agents/a-1/cmd/result", ("a-1", "cmd/result")),
-    ("netwatch/v1/agents/a 1/metrics", None),
-    ("netwatch/v1/agents/a-1/other", None),
-    ("elsewhere/agents/a-1/metrics", None),
-])
+@pytest.mark.parametrize(
+    ("topic", "expect"),
+    [
+        ("netwatch/v1/agents/a-1/metrics", ("a-1", "metrics")),
+        ("netwatch/v1/agents/a-1/status", ("a-1", "status")),
+        ("netwatch/v1/agents/a-1/cmd/result", ("a-1", "cmd/result")),
+        ("netwatch/v1/agents/a 1/metrics", None),
+        ("netwatch/v1/agents/a-1/other", None),
+        ("elsewhere/agents/a-1/metrics", None),
+    ],
+)
 def test_parse_topic(topic: str, expect: tuple[str, str] | None) -> None:
     t = parse_topic(ROOT, topic)
     assert (None if t is None else (t.agent, t.kind)) == expect

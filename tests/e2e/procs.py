@@ -81,7 +81,9 @@ class CollectorProc(Proc):
 
 
 def agent_proc(config: Path, tee: Path, log: Path) -> Proc:
-    return Proc(config.stem, [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--tee", str(tee)], log)
+    return Proc(
+        config.stem, [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--tee", str(tee)], log
+    )
 
 
 def read_tee(path: Path) -> list[dict[str, Any]]:

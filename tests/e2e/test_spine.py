@@ -14,14 +14,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from e2e.procs import CollectorProc, agent_proc, read_tee
 from paho.mqtt.enums import CallbackAPIVersion
+from services import free_port
 
 from agent import wire
 from agent.spool import read_stats
 from collector.storage.sqlite import SqliteSink
-from e2e.procs import CollectorProc, agent_proc, read_tee
 from probes.model import Sample
-from services import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -64,14 +64,18 @@ def targets() -> Any:
 
 
 def collector_config(tmp: Path, mqtt_port: int, api_port: int, vm_url: str | None) -> Path:
-    text = f"""
-collector: {{id: test-centre, data_dir: {tmp / 'collector'}}}
+    text = (
+        f"""
+collector: {{id: test-centre, data_dir: {tmp / "collector"}}}
 mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
 storage:
   sqlite: {{retention: 30d}}
-""" + (f"  influxdb: {{url: '{vm_url}', bucket: netwatch}}\n" if vm_url else "") + f"""
+"""
+        + (f"  influxdb: {{url: '{vm_url}', bucket: netwatch, drop_string_fields: true}}\n" if vm_url else "")
+        + f"""
 api: {{host: 127.0.0.1, port: {api_port}}}
 """
+    )
     p = tmp / "collector.yaml"
     p.write_text(text)
     return p
@@ -82,14 +86,14 @@ def agent_config(tmp: Path, agent_id: str, site: str, mqtt_port: int, targets: d
     p.write_text(f"""
 agent: {{id: {agent_id}, site: {site}, tags: {{county: county-east}}}}
 mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
-spool: {{path: {tmp / (agent_id + '-spool.db')}}}
+spool: {{path: {tmp / (agent_id + "-spool.db")}}}
 publish: {{batch_interval: 500ms}}
 probes:
-  - {{type: tcp, name: portal-port, host: 127.0.0.1, port: {targets['tcp_port']}, interval: 1s, jitter: 0s}}
-  - {{type: http, name: portal, url: '{targets['http']}', interval: 1s, jitter: 0s}}
-  - {{type: icmp, name: uplink, host: 127.0.0.1, count: 2, interval: 100ms, timeout: 1s, interval: 1s}}
+  - {{type: tcp, name: portal-port, host: 127.0.0.1, port: {targets["tcp_port"]}, interval: 1s, jitter: 0s}}
+  - {{type: http, name: portal, url: '{targets["http"]}', interval: 1s, jitter: 0s}}
+  - {{type: icmp, name: uplink, host: 127.0.0.1, count: 2, packet_interval: 100ms, packet_timeout: 1s, interval: 1s}}
   - {{type: host, interval: 2s}}
-""".replace("interval: 100ms, timeout: 1s, interval: 1s", "interval: 100ms, timeout: 1s"))
+""")
     return p
 
 
@@ -97,11 +101,13 @@ def _key(measurement: str, tags: dict[str, str], time_ns: int) -> tuple[Any, ...
     return (measurement, tuple(sorted((k, v) for k, v in tags.items() if v)), time_ns)
 
 
-def test_two_agents_everything_published_is_stored_exactly(tmp_path: Path, mosquitto: Any, victoria_metrics: Any,
-                                                           targets: dict[str, Any]) -> None:
+def test_two_agents_everything_published_is_stored_exactly(
+    tmp_path: Path, mosquitto: Any, victoria_metrics: Any, targets: dict[str, Any]
+) -> None:
     api_port = free_port()
-    col = CollectorProc(collector_config(tmp_path, mosquitto.port, api_port, victoria_metrics.url), api_port,
-                        tmp_path / "collector.log")
+    col = CollectorProc(
+        collector_config(tmp_path, mosquitto.port, api_port, victoria_metrics.url), api_port, tmp_path / "collector.log"
+    )
     agents = {}
     try:
         col.wait_ready()
@@ -109,7 +115,7 @@ def test_two_agents_everything_published_is_stored_exactly(tmp_path: Path, mosqu
             cfg = agent_config(tmp_path, aid, site, mosquitto.port, targets)
             agents[aid] = (agent_proc(cfg, tmp_path / f"{aid}.tee", tmp_path / f"{aid}.log"), cfg)
         time.sleep(6)
-        for aid, (proc, _) in agents.items():
+        for proc, _ in agents.values():
             assert proc.stop() == 0, proc.tail()
 
         published: dict[str, list[dict[str, Any]]] = {}
@@ -161,7 +167,9 @@ def test_two_agents_everything_published_is_stored_exactly(tmp_path: Path, mosqu
                     assert key not in got_points, f"stored twice: {key}"
                     got_points[key] = float(v)
             assert got_points.keys() == want_points.keys()
-            bad = [k for k, v in want_points.items() if not math.isclose(got_points[k], v, rel_tol=1e-12, abs_tol=1e-12)]
+            bad = [
+                k for k, v in want_points.items() if not math.isclose(got_points[k], v, rel_tol=1e-12, abs_tol=1e-12)
+            ]
             assert not bad, [(k, want_points[k], got_points[k]) for k in bad[:5]]
 
         # --- inventory -----------------------------------------------------------------
@@ -177,7 +185,9 @@ def test_two_agents_everything_published_is_stored_exactly(tmp_path: Path, mosqu
 
 def test_collector_survives_garbage_and_counts_each_reason(tmp_path: Path, mosquitto: Any) -> None:
     api_port = free_port()
-    col = CollectorProc(collector_config(tmp_path, mosquitto.port, api_port, None), api_port, tmp_path / "collector.log")
+    col = CollectorProc(
+        collector_config(tmp_path, mosquitto.port, api_port, None), api_port, tmp_path / "collector.log"
+    )
     try:
         col.wait_ready()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hostile")
@@ -207,14 +217,19 @@ def test_collector_survives_garbage_and_counts_each_reason(tmp_path: Path, mosqu
         assert st["rejected"] == dict.fromkeys(garbage, 1)
         assert st["stored_samples"] == 1 and st["duplicates"] == 1
         assert col.alive()
-        refused = Counter(line.split("refused a message from a1: ")[1].split(":")[0]
-                          for line in col.tail(400).splitlines() if "refused a message from a1: " in line)
+        refused = Counter(
+            line.split("refused a message from a1: ")[1].split(":")[0]
+            for line in col.tail(400).splitlines()
+            if "refused a message from a1: " in line
+        )
         assert refused == dict.fromkeys(garbage, 1)  # each reason logged once, not once per message
         reader = SqliteSink.open_readonly(tmp_path / "collector" / "metrics.db")
         try:
             got = reader.query("m", tags={"agent": "a1"})
         finally:
             reader.close()
-        assert [(dict(s.tags), dict(s.fields), s.time_ns) for s in got] == [({"x": "1", "agent": "a1", "site": "town-1"}, {"v": 1.5}, now)]
+        assert [(dict(s.tags), dict(s.fields), s.time_ns) for s in got] == [
+            ({"x": "1", "agent": "a1", "site": "town-1"}, {"v": 1.5}, now)
+        ]
     finally:
         assert col.stop() == 0, col.tail()

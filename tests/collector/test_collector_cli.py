@@ -1,0 +1,111 @@
+"""``netwatch-collector`` commands against a state DB and store written by the real classes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from collector.state import StateDB
+from collector.storage.sqlite import SqliteSink
+from probes.model import Sample
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> Path:
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text("collector: {data_dir: data}\napi: {enabled: false}\n")
+    now = time.time_ns()
+    st = StateDB(tmp_path / "data" / "state.db")
+    st.record_status("town-1", {"state": "online", "site": "township-1", "version": "0.1.0", "config_version": "abc"})
+    st.record_batch("town-1", "township-1", 5, 3)
+    st.record_batch("county-1", "county-1", 9, 2)
+    st.save_counters({"stored_samples": 5, "rejected": {"bad_json": 2}})
+    st.close()
+    sink = SqliteSink(tmp_path / "data" / "metrics.db")
+    sink.write(
+        [
+            Sample(
+                "icmp",
+                {"agent": "town-1", "site": "township-1", "target": "10.0.0.1"},
+                {"rtt_avg_ms": 1.5, "sent": 3},
+                now - 10**9,
+            ),
+            Sample(
+                "icmp",
+                {"agent": "county-1", "site": "county-1", "target": "10.0.0.2"},
+                {"rtt_avg_ms": 2.5, "sent": 3},
+                now,
+            ),
+            Sample(
+                "icmp",
+                {"agent": "town-1", "site": "township-1", "target": "10.0.0.1"},
+                {"rtt_avg_ms": 9.0},
+                now - 3600 * 10**9,
+            ),
+        ]
+    )
+    sink.close()
+    return cfg
+
+
+def test_agents_json(populated: Path) -> None:
+    r = cli("agents", "--config", str(populated), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {d["id"]: d for d in map(orjson.loads, r.stdout.splitlines())}
+    assert rows["town-1"]["status"] == "online" and rows["town-1"]["samples"] == 3 and rows["town-1"]["last_seq"] == 5
+    assert rows["county-1"]["status"] == "unknown" and rows["county-1"]["site"] == "county-1"
+
+
+def test_agents_table_is_bilingual(populated: Path) -> None:
+    r = cli("agents", "--config", str(populated))
+    assert r.returncode == 0 and "town-1" in r.stdout and "在线 1" in r.stdout and "online 1" in r.stdout
+
+
+def test_query_filters_by_agent_and_since(populated: Path) -> None:
+    r = cli("query", "icmp", "--config", str(populated), "--agent", "town-1", "--since", "10m", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["tags"]["target"], x["fields"]) for x in rows] == [("10.0.0.1", {"rtt_avg_ms": 1.5, "sent": 3})]
+    assert set(rows[0]) == {"measurement", "tags", "fields", "time"}
+    r = cli("query", "icmp", "--config", str(populated), "--since", "2h", "--json")
+    assert len(r.stdout.splitlines()) == 3
+
+
+def test_query_nothing_found_exits_1(populated: Path) -> None:
+    assert cli("query", "nosuch", "--config", str(populated), "--json").returncode == 1
+
+
+def test_stats_json(populated: Path) -> None:
+    r = cli("stats", "--config", str(populated), "--json")
+    assert orjson.loads(r.stdout) == {"stored_samples": 5, "rejected": {"bad_json": 2}}
+
+
+def test_bad_config_exit_2_names_file_key_fix(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("storage:\n  influxdb: {url: 'ftp://x', bukcet: b}\n")
+    r = cli("agents", "--config", str(cfg))
+    assert r.returncode == 2
+    out = r.stdout.replace("\n", " ")
+    assert str(cfg) in out and "storage.influxdb.bukcet" in out and "did you mean 'bucket'" in out
+
+
+def test_embedded_broker_refuses_non_loopback(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("embedded_broker: {host: 0.0.0.0}\n")
+    r = cli("run", "--config", str(cfg))
+    assert r.returncode == 2 and "embedded_broker.host" in r.stdout
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["run"], ["agents"], ["query"], ["stats"]):
+        r = cli(*args, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout
