@@ -1,0 +1,194 @@
+"""Fetch one URL with httpx: status, time, size, body regex, certificate days left and a
+normalised content fingerprint compared with an operator-approved baseline (tamper detection)."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import re
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+
+from probes.base import Probe
+from probes.http.config import HttpConfig
+from probes.tls import client_context, describe_tls_error, peer_cert_days_left
+from probes.model import Sample, Status, clean_fields, status_sample
+
+MEASUREMENT = "http"
+_WHITESPACE = re.compile(r"\s+")
+# Pages that name their charset only in a <meta> tag (common for GBK/GB2312 portals).
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+# --- fingerprinting ------------------------------------------------------------------------------
+
+
+def normalise(text: str, ignore: Iterable[re.Pattern[str]] = ()) -> str:
+    """Remove every ``ignore`` match, then collapse whitespace runs to one space."""
+    for pattern in ignore:
+        text = pattern.sub("", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def fingerprint(text: str, ignore: Iterable[re.Pattern[str]] = ()) -> str:
+    """sha256 hex of the normalised text (UTF-8), stable across re-indentation and ignored noise."""
+    return hashlib.sha256(normalise(text, ignore).encode("utf-8")).hexdigest()
+
+
+# --- fetching ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    status_code: int
+    body: bytes
+    text: str
+    response_ms: float
+    cert_days_left: float | None
+
+
+def _charset(response: httpx.Response, body: bytes) -> str:
+    declared = response.charset_encoding
+    if not declared and (m := _META_CHARSET.search(body[:4096])):
+        declared = m.group(1).decode("ascii")
+    try:
+        return codecs.lookup(declared).name if declared else "utf-8"
+    except LookupError:
+        return "utf-8"
+
+
+async def fetch(cfg: HttpConfig, ctx: ssl.SSLContext, timeout_s: float) -> Fetched:
+    """One request with a fresh connection (so connect and TLS are measured every time), the
+    body read up to ``max_body_bytes``. Environment proxies are not used: the probe measures
+    the path from this node."""
+    async with httpx.AsyncClient(
+        verify=ctx, follow_redirects=cfg.follow_redirects, timeout=timeout_s, trust_env=False
+    ) as client:
+        start = time.perf_counter()
+        async with client.stream(cfg.method, cfg.url, headers=cfg.headers, content=cfg.body) as resp:
+            stream = resp.extensions.get("network_stream")
+            days = peer_cert_days_left(stream.get_extra_info("ssl_object")) if stream is not None else None
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) >= cfg.max_body_bytes:
+                    del body[cfg.max_body_bytes :]
+                    break
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+    raw = bytes(body)
+    return Fetched(resp.status_code, raw, raw.decode(_charset(resp, raw), "replace"), elapsed_ms, days)
+
+
+@dataclass(frozen=True, slots=True)
+class PageFingerprint:
+    """What ``netwatch-agent http URL --fingerprint`` shows before the operator approves it."""
+
+    url: str
+    status_code: int
+    content_bytes: int
+    sha256: str
+    normalised_chars: int
+
+
+async def fingerprint_url(target: HttpConfig | str, *, timeout_s: float = 10.0) -> PageFingerprint:
+    """Fetch a URL now and fingerprint it with the config's ignore patterns (none for a bare URL).
+
+    Raises ``httpx.HTTPError`` or ``TimeoutError`` when the page cannot be fetched: a CLI wants
+    the reason, not a Sample.
+    """
+    cfg = target if isinstance(target, HttpConfig) else HttpConfig.model_validate({"url": target})
+    ctx = client_context(verify=cfg.verify_tls, ca_file=cfg.ca_file)
+    async with asyncio.timeout(timeout_s):
+        got = await fetch(cfg, ctx, timeout_s)
+    ignore = cfg.fingerprint.ignore
+    return PageFingerprint(
+        cfg.url,
+        got.status_code,
+        len(got.body),
+        fingerprint(got.text, ignore),
+        len(normalise(got.text, ignore)),
+    )
+
+
+# --- the probe -----------------------------------------------------------------------------------
+
+
+def _describe(e: BaseException) -> str:
+    """httpx wraps the OS or TLS error; the innermost one says what really failed."""
+    cause: BaseException = e
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    if isinstance(cause, ssl.SSLError):
+        return describe_tls_error(cause, ca_hint=True)
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused — is the web server running on that port?"
+    text = str(cause) or type(cause).__name__
+    return f"{type(e).__name__}: {text}" if cause is not e else text
+
+
+class HttpProbe(Probe):
+    kind: ClassVar[str] = "http"
+    config_model: ClassVar[type[HttpConfig]] = HttpConfig
+    config: HttpConfig
+
+    def __init__(self, config: HttpConfig, *, name: str, timeout_s: float = 10.0) -> None:
+        super().__init__(config, name=name, timeout_s=timeout_s)
+        # Built once: loading the CA bundle costs milliseconds that would otherwise be per poll.
+        self._ssl = client_context(verify=config.verify_tls, ca_file=config.ca_file)
+
+    async def collect(self) -> list[Sample]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        where = f"http {self.target}"
+        tags = {"target": self.target, "url": cfg.url}
+        try:
+            async with asyncio.timeout(self.budget_s):
+                got = await fetch(cfg, self._ssl, self.budget_s)
+        except TimeoutError:
+            return [self._status("down", f"{where}: no complete response within {self.budget_s:g} s", t0)]
+        except httpx.HTTPError as e:
+            return [self._status("down", f"{where}: {_describe(e)}", t0)]
+
+        fields: dict[str, Any] = {
+            "status_code": got.status_code,
+            "response_ms": got.response_ms,
+            "content_bytes": len(got.body),
+            "cert_days_left": got.cert_days_left,
+        }
+        status: Status = "ok"
+        problems: list[str] = []
+        status_ok = cfg.status_expected(got.status_code)
+        if not status_ok:
+            status = "down"
+            ranges = ", ".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in cfg.expect_status)
+            problems.append(f"HTTP {got.status_code}, expected {ranges}")
+        if cfg.body_regex is not None:
+            fields["body_match"] = cfg.body_regex.search(got.text) is not None
+            if not fields["body_match"]:
+                status = "degraded" if status == "ok" else status
+                problems.append(f"body does not match /{cfg.body_regex.pattern}/")
+        # An error page is not a tampered page: fingerprint only what the server calls success.
+        if cfg.fingerprint.enabled and status_ok:
+            digest = fingerprint(got.text, cfg.fingerprint.ignore)
+            fields["content_sha256"] = digest
+            try:
+                approved = cfg.fingerprint.approved()
+            except ValueError as e:
+                status = "degraded" if status == "ok" else status
+                problems.append(str(e))
+            else:
+                if approved is not None:
+                    fields["changed"] = digest != approved
+        error = f"{where}: " + "; ".join(problems) if problems else ""
+        return [Sample(MEASUREMENT, tags, clean_fields(fields)), self._status(status, error, t0)]
+
+    def _status(self, status: Status, error: str, t0: float) -> Sample:
+        return status_sample(
+            self.kind, self.target, status, error=error, duration_ms=(time.perf_counter() - t0) * 1000.0
+        )

@@ -1,0 +1,1 @@
+"""ICMP echo probe: loss, round-trip times and jitter to one host."""
