@@ -17,8 +17,8 @@ import httpx
 
 from probes.base import Probe
 from probes.http.config import HttpConfig
-from probes.tls import client_context, describe_tls_error, peer_cert_days_left
 from probes.model import Sample, Status, clean_fields, status_sample
+from probes.tls import client_context, describe_tls_error, peer_cert_days_left
 
 MEASUREMENT = "http"
 _WHITESPACE = re.compile(r"\s+")

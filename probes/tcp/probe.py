@@ -10,9 +10,9 @@ import time
 from typing import Any, ClassVar, Literal
 
 from probes.base import Probe
-from probes.tls import client_context, describe_tls_error, peer_cert_days_left
 from probes.model import Sample, Status, clean_fields, status_sample
 from probes.tcp.config import TcpConfig
+from probes.tls import client_context, describe_tls_error, peer_cert_days_left
 
 MEASUREMENT = "tcp"
 Result = Literal["ok", "timeout", "refused", "mismatch", "error"]
