@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from probes import registry
-from probes.base import ByteSize, Duration, ExistingFile, LocalPath, ProbeConfig, validation_context
+from probes.base import ByteSize, Duration, ExistingFile, Listener, LocalPath, ProbeConfig, validation_context
 from probes.configfile import ConfigError, Problem, problems_from, read_yaml, validate
 from probes.entry import split_entry
 
@@ -148,6 +148,8 @@ class ProbeEntry:
     timeout_s: float
     tags: dict[str, str]
     config: ProbeConfig
+    #: a Listener (runs all the time, e.g. a trap receiver) rather than a polled Probe
+    listener: bool = False
 
 
 class _Common(_Strict):
@@ -204,6 +206,17 @@ def parse_entry(
     except ValidationError as e:
         # Re-check with the common keys allowed so did-you-mean also suggests them.
         return None, problems_from(e, cls.config_model, prefix=("probes", index))
+    name = common.name or _default_name(common.type, own, index)
+    if issubclass(cls, Listener):
+        if common.interval is not None or common.timeout is not None:
+            return None, [
+                Problem(
+                    f"{where}.interval",
+                    f"{common.type} listens all the time; it has no interval or timeout",
+                    "remove interval/timeout from this entry",
+                )
+            ]
+        return ProbeEntry(common.type, name, 0.0, 0.0, 0.0, dict(common.tags), cfg, listener=True), []
     interval = common.interval if common.interval is not None else sched.default_interval
     timeout = common.timeout if common.timeout is not None else min(sched.default_timeout, interval)
     if interval <= 0:
@@ -217,7 +230,6 @@ def parse_entry(
             )
         ]
     jitter = common.jitter if common.jitter is not None else min(interval, 10.0)
-    name = common.name or _default_name(common.type, own, index)
     return ProbeEntry(common.type, name, interval, jitter, timeout, dict(common.tags), cfg), []
 
 

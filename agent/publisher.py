@@ -155,8 +155,8 @@ class Publisher:
         if room <= 0 or not self.connected:
             return
         busy = {seq for seq, _ in self._inflight.values()}
-        for seq, payload in self.spool.pending(room, exclude=busy):
-            info = self.client.publish(self.topics["metrics"], payload, qos=1)
+        for seq, topic, payload in self.spool.pending(room, exclude=busy):
+            info = self.client.publish(self.topics[topic], payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break  # disconnected under us; the on_disconnect hop will follow
             self._inflight[info.mid] = (seq, time.monotonic())

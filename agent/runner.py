@@ -17,7 +17,7 @@ from agent.config import AgentConfig
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
-from probes.model import Sample
+from probes.model import EVENT, Sample
 
 log = logging.getLogger("netwatch.agent")
 
@@ -49,21 +49,34 @@ class Agent:
         self.samples_spooled = 0
 
     def _collected(self, samples: list[Sample]) -> None:
+        events = [s for s in samples if s.measurement == EVENT]
+        if events:
+            # Events go out at once, on their own topic, not with the next metrics batch.
+            self._spool(events, "events")
+            self.publisher.notify()
+            samples = [s for s in samples if s.measurement != EVENT]
         self._buffer.extend(samples)
         if len(self._buffer) >= self.cfg.publish.batch_max_samples:
             self.flush()
 
-    def flush(self) -> None:
-        """Cut what is buffered into batches and put them in the spool."""
+    def _spool(self, samples: list[Sample], topic: str) -> None:
         limit = self.cfg.publish.batch_max_samples
         a, compress = self.cfg.agent, self.cfg.publish.compress
-        while self._buffer:
-            batch, self._buffer = self._buffer[:limit], self._buffer[limit:]
-            self.spool.put(lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=compress), len(batch))
+        for i in range(0, len(samples), limit):
+            batch = samples[i : i + limit]
+            self.spool.put(
+                lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=compress), len(batch), topic=topic
+            )
             self.samples_spooled += len(batch)
             if self._tee is not None:
                 self._tee.write(b"".join(orjson.dumps(x.to_dict()) + b"\n" for x in batch))
                 self._tee.flush()
+
+    def flush(self) -> None:
+        """Cut what is buffered into batches and put them in the spool."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._spool(batch, "metrics")
         dropped_b, dropped_s = self.spool.enforce_caps()
         if dropped_b:
             log.warning(

@@ -4,6 +4,7 @@ and one concurrency limit for the whole agent. One slow target never delays anot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from agent.config import ProbeEntry
 from probes import registry
-from probes.base import Probe
+from probes.base import Listener, Probe
 from probes.model import PROBE_STATUS, Sample, status_sample
 
 log = logging.getLogger("netwatch.agent.scheduler")
@@ -19,9 +20,20 @@ log = logging.getLogger("netwatch.agent.scheduler")
 SampleSink = Callable[[list[Sample]], None]
 
 
+#: pause before restarting a listener whose ``run`` raised
+LISTENER_RESTART_S = 5.0
+
+
 def build_probe(entry: ProbeEntry) -> Probe:
     cls = registry.get(entry.kind)
+    assert issubclass(cls, Probe)
     return cls(entry.config, name=entry.name, timeout_s=entry.timeout_s)
+
+
+def build_listener(entry: ProbeEntry) -> Listener:
+    cls = registry.get(entry.kind)
+    assert issubclass(cls, Listener)
+    return cls(entry.config, name=entry.name)
 
 
 class Scheduler:
@@ -34,8 +46,10 @@ class Scheduler:
         tags: Mapping[str, str] | None = None,
         identity_tags: Mapping[str, str] | None = None,
     ) -> None:
-        self.entries = list(entries)
+        self.entries = [e for e in entries if not e.listener]
         self.probes = [build_probe(e) for e in self.entries]
+        self.listener_entries = [e for e in entries if e.listener]
+        self.listeners = [build_listener(e) for e in self.listener_entries]
         self._sink = sink
         self._sem = asyncio.Semaphore(concurrency)
         # Extra tags lose to the probe's own; site/agent always win (the collector relies on them).
@@ -127,9 +141,38 @@ class Scheduler:
                 self.overruns += missed
                 next_due += missed * entry.interval_s
 
+    async def _listen(self, idx: int, stop: asyncio.Event) -> None:
+        entry, listener = self.listener_entries[idx], self.listeners[idx]
+
+        def emit(samples: list[Sample]) -> None:
+            self._sink(self._tag(entry, samples))
+
+        while not stop.is_set():
+            task = asyncio.create_task(listener.run(emit))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return
+            stopped.cancel()
+            err = task.exception()
+            log.error(
+                "%s %s stopped (%s); restarting in %gs",
+                entry.kind,
+                entry.name,
+                f"{type(err).__name__}: {err}" if err else "returned",
+                LISTENER_RESTART_S,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LISTENER_RESTART_S)
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            await asyncio.gather(*(self._loop(i, stop) for i in range(len(self.probes))))
+            await asyncio.gather(
+                *(self._loop(i, stop) for i in range(len(self.probes))),
+                *(self._listen(i, stop) for i in range(len(self.listeners))),
+            )
         finally:
             for p in self.probes:
                 try:

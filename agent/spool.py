@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS batches (
     created_ns INTEGER NOT NULL,
     samples INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    topic TEXT NOT NULL DEFAULT 'metrics'  -- metrics | events: the MQTT topic it goes to
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -63,7 +64,9 @@ class Spool:
             (key, by),
         )
 
-    def put(self, encode: Callable[[int], bytes], samples: int, *, created_ns: int | None = None) -> int:
+    def put(
+        self, encode: Callable[[int], bytes], samples: int, *, created_ns: int | None = None, topic: str = "metrics"
+    ) -> int:
         """Give the batch the next sequence number, encode it with that number and store it."""
         seq = self._last_seq + 1
         payload = encode(seq)
@@ -71,8 +74,8 @@ class Spool:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT INTO batches(seq, created_ns, samples, size, payload) VALUES (?, ?, ?, ?, ?)",
-                (seq, now, samples, len(payload), payload),
+                "INSERT INTO batches(seq, created_ns, samples, size, payload, topic) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, now, samples, len(payload), payload, topic),
             )
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -84,16 +87,17 @@ class Spool:
 
     def pending(
         self, limit: int, *, exclude: Iterable[int] = (), newest_first: bool = False
-    ) -> list[tuple[int, bytes]]:
-        """Unacknowledged batches, oldest first (or newest first), skipping ``exclude``."""
+    ) -> list[tuple[int, str, bytes]]:
+        """Unacknowledged batches as (seq, topic, payload), oldest first (or newest first),
+        skipping ``exclude``."""
         skip = set(exclude)
         order = "DESC" if newest_first else "ASC"
-        out: list[tuple[int, bytes]] = []
-        cur = self._db.execute(f"SELECT seq, payload FROM batches ORDER BY seq {order}")
-        for seq, payload in cur:
+        out: list[tuple[int, str, bytes]] = []
+        cur = self._db.execute(f"SELECT seq, topic, payload FROM batches ORDER BY seq {order}")
+        for seq, topic, payload in cur:
             if seq in skip:
                 continue
-            out.append((int(seq), bytes(payload)))
+            out.append((int(seq), str(topic), bytes(payload)))
             if len(out) >= limit:
                 break
         cur.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -140,3 +141,28 @@ class Probe(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release sockets or sessions held between polls."""
+
+
+#: Where a Listener hands what it received.
+Emit = Callable[[list[Sample]], None]
+
+
+class Listener(ABC):
+    """A receiver that runs for the agent's whole life (SNMP traps, syslog) instead of being
+    polled. ``run`` binds its socket, then hands each arrival to ``emit`` as Samples (usually
+    ``event`` Samples) until it is cancelled. Like a probe it never publishes, stores or prints;
+    malformed input is counted and dropped, never raised. If ``run`` raises, the agent logs it
+    and starts it again after a pause."""
+
+    kind: ClassVar[str]
+    config_model: ClassVar[type[ProbeConfig]]
+
+    def __init__(self, config: ProbeConfig, *, name: str) -> None:
+        self.config = config
+        self.name = name
+
+    @abstractmethod
+    async def run(self, emit: Emit) -> None: ...
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}"

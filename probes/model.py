@@ -12,6 +12,10 @@ FieldValue = int | float | bool | str
 
 #: Measurement name for per-target health, emitted by every probe.
 PROBE_STATUS = "probe_status"
+#: Measurement name for events (traps, state changes, device exceptions): the agent sends
+#: these on its events topic at once instead of waiting for the next metrics batch.
+EVENT = "event"
+EventSeverity = Literal["info", "warning", "critical"]
 
 Status = Literal["ok", "degraded", "down"]
 STATUS_CODES: dict[str, int] = {"ok": 0, "degraded": 1, "down": 2}
@@ -65,6 +69,26 @@ def clean_fields(fields: Mapping[str, Any]) -> dict[str, FieldValue]:
         if isinstance(v, bool | int | str) or isinstance(v, float) and math.isfinite(v):
             out[k] = v
     return out
+
+
+def event_sample(
+    kind: str,
+    source: str,
+    message: str,
+    *,
+    severity: EventSeverity = "info",
+    tags: Mapping[str, str] | None = None,
+    fields: Mapping[str, Any] | None = None,
+    time_ns: int | None = None,
+) -> Sample:
+    """Something that happened, as opposed to a reading: an SNMP trap, a Modbus exception,
+    a link going down. ``kind`` says what (``snmp_trap``), ``source`` where it came from."""
+    return Sample(
+        EVENT,
+        {"type": kind, "source": source, **(tags or {})},
+        clean_fields({**(fields or {}), "message": message, "severity": severity}),
+        time_ns if time_ns is not None else now_ns(),
+    )
 
 
 def status_sample(

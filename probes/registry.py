@@ -1,11 +1,11 @@
-"""Probe kind name -> probe class, one explicit table (imported lazily: a node that
-does not use SNMP never imports pysnmp)."""
+"""Probe kind name -> probe (or listener) class, one explicit table, imported lazily: a node
+that does not use SNMP never imports pysnmp."""
 
 from __future__ import annotations
 
 import importlib
 
-from probes.base import Probe
+from probes.base import Listener, Probe
 
 PROBES: dict[str, str] = {
     "host": "probes.host.probe:HostProbe",
@@ -19,7 +19,7 @@ def kinds() -> list[str]:
     return sorted(PROBES)
 
 
-def get(kind: str) -> type[Probe]:
+def get(kind: str) -> type[Probe] | type[Listener]:
     """The class for ``kind``; KeyError names the kinds there are."""
     try:
         target = PROBES[kind]

@@ -10,8 +10,8 @@ import pytest
 from agent import scheduler as sched_mod
 from agent.config import ProbeEntry
 from agent.scheduler import Scheduler
-from probes.base import Probe, ProbeConfig
-from probes.model import Sample, status_sample
+from probes.base import Emit, Listener, Probe, ProbeConfig
+from probes.model import EVENT, Sample, event_sample, status_sample
 
 
 class _Cfg(ProbeConfig):
@@ -103,3 +103,35 @@ async def test_extra_tags_do_not_override_probe_tags() -> None:
     out = await s.run_once()
     fake = next(x for x in out if x.measurement == "fake")
     assert fake.tags["target"] == "x" and fake.tags["rack"] == "r1" and fake.tags["county"] == "east"
+
+
+class FakeListener(Listener):
+    kind = "fake_listener"
+    config_model = _Cfg
+    starts = 0
+
+    async def run(self, emit: Emit) -> None:
+        FakeListener.starts += 1
+        emit([event_sample("fake_trap", "10.0.0.1", f"start {FakeListener.starts}", severity="warning")])
+        if FakeListener.starts == 1:
+            raise OSError("socket went away")
+        await asyncio.Event().wait()  # until cancelled
+
+
+async def test_listener_emits_is_tagged_and_restarted_after_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sched_mod, "build_listener", lambda e: FakeListener(e.config, name=e.name))
+    monkeypatch.setattr(sched_mod, "LISTENER_RESTART_S", 0.1)
+    FakeListener.starts = 0
+    got: list[Sample] = []
+    listener = ProbeEntry("fake_listener", "traps", 0.0, 0.0, 0.0, {}, _Cfg(), listener=True)
+    s = Scheduler([listener, entry("poll")], got.extend, identity_tags={"site": "town-1", "agent": "a1"})
+    assert len(s.probes) == 1 and len(s.listeners) == 1
+    stop = asyncio.Event()
+    task = asyncio.create_task(s.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.wait_for(task, 2)
+    events = [x for x in got if x.measurement == EVENT]
+    assert [e.fields["message"] for e in events] == ["start 1", "start 2"]
+    assert all(e.tags["agent"] == "a1" and e.tags["type"] == "fake_trap" for e in events)
+    assert any(x.measurement == "fake" for x in got)  # the polled probe ran alongside

@@ -24,8 +24,10 @@ def test_pending_oldest_first_skips_inflight(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "s.db", max_bytes=10**6, max_age_s=3600)
     for _ in range(5):
         sp.put(lambda seq: f"b{seq}".encode(), 1)
-    assert [s for s, _ in sp.pending(3, exclude={1})] == [2, 3, 4]
-    assert sp.pending(1, newest_first=True) == [(5, b"b5")]
+    assert [s for s, _, _ in sp.pending(3, exclude={1})] == [2, 3, 4]
+    assert sp.pending(1, newest_first=True) == [(5, "metrics", b"b5")]
+    sp.put(lambda seq: b"ev", 1, topic="events")
+    assert sp.pending(1, newest_first=True) == [(6, "events", b"ev")]
 
 
 def test_byte_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
@@ -33,7 +35,7 @@ def test_byte_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
     for _ in range(5):
         sp.put(lambda seq: bytes(100), 7)
     assert sp.enforce_caps() == (3, 21)
-    assert [s for s, _ in sp.pending(10)] == [4, 5]
+    assert [s for s, _, _ in sp.pending(10)] == [4, 5]
     st = read_stats(tmp_path / "s.db")
     assert (st.depth, st.bytes, st.dropped_batches, st.dropped_samples) == (2, 200, 3, 21)
 
@@ -43,4 +45,4 @@ def test_age_cap(tmp_path: Path) -> None:
     sp.put(lambda seq: b"old", 2, created_ns=1_000_000_000_000)
     sp.put(lambda seq: b"new", 2)
     assert sp.enforce_caps() == (1, 2)
-    assert [p for _, p in sp.pending(10)] == [b"new"]
+    assert [p for _, _, p in sp.pending(10)] == [b"new"]

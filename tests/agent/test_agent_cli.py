@@ -1,0 +1,125 @@
+"""``netwatch-agent`` for the technician: once, status and the one-shot probes, against real
+loopback targets; JSON shape and exit codes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def lines(out: str) -> list[dict]:
+    return [orjson.loads(x) for x in out.splitlines() if x.strip()]
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = "<h1>镇人民政府</h1>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_once_prints_every_probe_and_exit_code_reflects_a_down_target(tmp_path: Path, web: str) -> None:
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(f"""
+agent: {{id: town-1, site: township-1}}
+probes:
+  - {{type: http, name: portal, url: '{web}', body_regex: '人民政府'}}
+  - {{type: tcp, name: dead-port, host: 127.0.0.1, port: {_closed_port()}}}
+  - {{type: icmp, name: lo, host: 127.0.0.1, count: 2, packet_interval: 50ms}}
+""")
+    r = cli("once", "--config", str(cfg), "--json")
+    assert r.returncode == 1, r.stderr  # one target down
+    rows = lines(r.stdout)
+    assert all(set(x) == {"measurement", "tags", "fields", "time"} for x in rows)
+    assert all(x["tags"]["site"] == "township-1" and x["tags"]["agent"] == "town-1" for x in rows)
+    status = {x["tags"]["target"]: x["fields"]["status"] for x in rows if x["measurement"] == "probe_status"}
+    assert status == {"portal": "ok", "dead-port": "down", "lo": "ok"}
+    http = next(x for x in rows if x["measurement"] == "http")
+    assert http["fields"]["status_code"] == 200 and http["fields"]["body_match"] is True
+    # the table form for people, with the bilingual summary
+    r = cli("once", "--config", str(cfg))
+    assert "ok 2 · degraded 0 · down 1" in r.stdout and "正常 2" in r.stdout and "故障 1" in r.stdout
+
+
+def test_once_all_ok_exits_0(tmp_path: Path) -> None:
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("agent: {id: a, site: s}\nprobes:\n  - {type: icmp, host: 127.0.0.1, count: 1}\n")
+    assert cli("once", "--config", str(cfg), "--json").returncode == 0
+
+
+def test_one_shot_tcp_ping_http(web: str) -> None:
+    port = int(web.rsplit(":", 1)[1].strip("/"))
+    r = cli("tcp", f"127.0.0.1:{port}", "--json")
+    assert r.returncode == 0
+    assert next(x for x in lines(r.stdout) if x["measurement"] == "tcp")["fields"]["result"] == "ok"
+    r = cli("tcp", f"127.0.0.1:{_closed_port()}", "--json")
+    assert r.returncode == 1
+    assert next(x for x in lines(r.stdout) if x["measurement"] == "tcp")["fields"]["result"] == "refused"
+    r = cli("ping", "127.0.0.1", "--count", "3", "--interval", "50ms", "--json")
+    assert r.returncode == 0
+    icmp = next(x for x in lines(r.stdout) if x["measurement"] == "icmp")
+    assert icmp["fields"]["sent"] == 3 and icmp["fields"]["loss_pct"] == 0
+    r = cli("http", web, "--json")
+    assert r.returncode == 0
+    http = next(x for x in lines(r.stdout) if x["measurement"] == "http")
+    assert len(http["fields"]["content_sha256"]) == 64
+
+
+def test_one_shot_usage_errors_exit_2() -> None:
+    assert cli("tcp", "no-port-here").returncode == 2
+    assert cli("ping", "127.0.0.1", "--count", "0").returncode == 2
+
+
+def test_status_reads_the_spool(tmp_path: Path) -> None:
+    from agent.spool import Spool
+
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text("agent: {id: a, site: s}\nspool: {path: sp.db}\n")
+    sp = Spool(tmp_path / "sp.db", max_bytes=10**6, max_age_s=3600)
+    for _ in range(3):
+        sp.put(lambda seq: b"x" * 100, 5)
+    sp.ack([1])
+    sp.close()
+    row = lines(cli("status", "--config", str(cfg), "--json").stdout)[0]
+    assert (row["depth"], row["bytes"], row["acked_samples"], row["last_seq"]) == (2, 200, 5, 3)
+
+
+def test_help_everywhere() -> None:
+    for args in ([], ["run"], ["check"], ["once"], ["status"], ["ping"], ["tcp"], ["http"]):
+        r = cli(*args, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, args
