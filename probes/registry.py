@@ -12,6 +12,9 @@ PROBES: dict[str, str] = {
     "icmp": "probes.icmp.probe:IcmpProbe",
     "tcp": "probes.tcp.probe:TcpProbe",
     "http": "probes.http.probe:HttpProbe",
+    "snmp": "probes.snmp.probe:SnmpProbe",
+    "snmp_traps": "probes.snmp.traps:TrapListener",
+    "modbus": "probes.modbus.probe:ModbusProbe",
 }
 
 
