@@ -112,6 +112,9 @@ class Publish(_Strict):
     batch_interval: Duration = 5.0
     batch_max_samples: int = Field(2000, ge=1, le=50_000)
     compress: bool = True
+    #: After an outage the backlog drains oldest-first at this many bytes per second (0: no
+    #: limit), so a recovering WAN link is not flooded; fresh batches go out at once meanwhile.
+    drain_rate: ByteSize = 32 * 1024
 
 
 class Scheduler(_Strict):

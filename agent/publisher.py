@@ -8,6 +8,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,6 +20,28 @@ from agent.config import AgentConfig
 from agent.spool import Spool
 
 log = logging.getLogger("netwatch.agent.publisher")
+
+
+class TokenBucket:
+    """Bytes per second with a one-second burst; a payload larger than the burst may go once
+    the bucket is full, so nothing is stuck forever."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.tokens = rate
+        self.last = clock()
+
+    def take(self, n: int) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= min(n, self.rate):
+            self.tokens -= n
+            return True
+        return False
 
 
 def topics(root: str, agent_id: str) -> dict[str, str]:
@@ -39,6 +62,10 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, sent monotonic)
+        # Batches up to this sequence number were spooled before the current connection:
+        # the backlog, sent oldest first under the drain rate. Later ones are live.
+        self._live_after = 0
+        self._bucket = TokenBucket(float(cfg.publish.drain_rate))
         self._first_failure_logged = False
         # counters, reported in the agent's own metrics
         self.published = 0
@@ -108,8 +135,16 @@ class Publisher:
         # Whatever was in flight on the old connection is resent from the spool; the collector
         # drops the copies it already has by (agent, seq).
         self._inflight.clear()
+        self._live_after = self.spool.stats().last_seq
         m = self.cfg.mqtt
-        log.info("connected to broker %s:%d%s", m.host, m.port, " (TLS)" if m.tls else "")
+        backlog = self.spool.stats().depth
+        log.info(
+            "connected to broker %s:%d%s%s",
+            m.host,
+            m.port,
+            " (TLS)" if m.tls else "",
+            f"; draining a backlog of {backlog} batches" if backlog else "",
+        )
         self._kick()
 
     def _disconnected(self, reason: str) -> None:
@@ -155,20 +190,47 @@ class Publisher:
         if room <= 0 or not self.connected:
             return
         busy = {seq for seq, _ in self._inflight.values()}
+        # Live batches first (the centre sees the present at once), then the backlog, oldest
+        # first, as fast as the drain rate allows.
+        live = [b for b in self.spool.pending(room, exclude=busy, newest_first=True) if b[0] > self._live_after]
+        for seq, topic, payload in reversed(live):
+            if not self._send(seq, topic, payload):
+                return
+        room -= len(live)
+        if room <= 0:
+            return
+        busy.update(b[0] for b in live)
         for seq, topic, payload in self.spool.pending(room, exclude=busy):
-            info = self.client.publish(self.topics[topic], payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                break  # disconnected under us; the on_disconnect hop will follow
-            self._inflight[info.mid] = (seq, time.monotonic())
-            self.published += 1
+            if seq > self._live_after:
+                break
+            if not self._bucket.take(len(payload)):
+                break
+            if not self._send(seq, topic, payload):
+                return
+
+    @property
+    def draining(self) -> bool:
+        """Whether a backlog from before this connection is still being sent."""
+        pending = self.spool.pending(1)
+        return bool(pending) and pending[0][0] <= self._live_after
+
+    def _send(self, seq: int, topic: str, payload: bytes) -> bool:
+        info = self.client.publish(self.topics[topic], payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False  # disconnected under us; the on_disconnect hop will follow
+        self._inflight[info.mid] = (seq, time.monotonic())
+        self.published += 1
+        return True
 
     async def pump(self, stop: asyncio.Event) -> None:
         assert self._wake is not None
         while not stop.is_set():
             self._fill()
             self._wake.clear()
+            # While a rate-limited backlog drains, look again soon for new tokens.
+            wait = 0.1 if self.connected and self.draining else 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def drain(self, timeout_s: float) -> bool:
         """At shutdown: publish what is spooled and wait for acks, up to ``timeout_s``."""

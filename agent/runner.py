@@ -98,6 +98,7 @@ class Agent:
             "published_batches": p.published,
             "acked_batches": p.acked,
             "connected": p.connected,
+            "draining": p.connected and p.draining,
             "reconnects": max(0, p.connects - 1),
             "probe_runs": self.scheduler.runs,
             "probe_overruns": self.scheduler.overruns,
