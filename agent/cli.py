@@ -79,7 +79,7 @@ def _report(samples: list[Sample], as_json: bool, title: str) -> None:
 def run(
     config: ConfigOpt,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-    tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines)")] = None,
+    tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines, with the batch's seq)")] = None,
 ) -> None:
     """Run the agent until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +35,8 @@ class Agent:
         self.cfg = cfg
         # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
         self._tee: BinaryIO | None = open(tee, "ab") if tee is not None else None  # noqa: SIM115
+        if self._tee is not None:
+            self._tee.write(b"\n" + orjson.dumps({"run_started": time.time_ns()}) + b"\n")
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age)
         self.identity = {"site": cfg.agent.site, "agent": cfg.agent.id}
         self.scheduler = Scheduler(
@@ -64,13 +67,17 @@ class Agent:
         a, compress = self.cfg.agent, self.cfg.publish.compress
         for i in range(0, len(samples), limit):
             batch = samples[i : i + limit]
+            if self._tee is not None:
+                # Written before the spool commits, with the batch's number: if the agent dies in
+                # between, the next batch reuses the number and supersedes these lines.
+                seq = self.spool.next_seq
+                self._tee.write(b"".join(orjson.dumps({**x.to_dict(), "seq": seq}) + b"\n" for x in batch))
+                self._tee.flush()
+                os.fsync(self._tee.fileno())
             self.spool.put(
                 lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=compress), len(batch), topic=topic
             )
             self.samples_spooled += len(batch)
-            if self._tee is not None:
-                self._tee.write(b"".join(orjson.dumps(x.to_dict()) + b"\n" for x in batch))
-                self._tee.flush()
 
     def flush(self) -> None:
         """Cut what is buffered into batches and put them in the spool."""

@@ -64,6 +64,11 @@ class Spool:
             (key, by),
         )
 
+    @property
+    def next_seq(self) -> int:
+        """The number the next ``put`` will give."""
+        return self._last_seq + 1
+
     def put(
         self, encode: Callable[[int], bytes], samples: int, *, created_ns: int | None = None, topic: str = "metrics"
     ) -> int:

@@ -82,7 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(read_agents(c.cfg.state_path))
             elif url.path == "/api/stats":
                 self._json(
-                    {**c.counters.snapshot(), "queue_depth": c._queue.qsize(), "connected": c.connected.is_set()}
+                    {
+                        **c.counters.snapshot(),
+                        **c.store_spools(),
+                        "queue_depth": c._queue.qsize(),
+                        "connected": c.connected.is_set(),
+                    }
                 )
             elif url.path == "/api/query":
                 self._query(q)

@@ -49,6 +49,8 @@ class InfluxStore(_Strict):
     ca_file: ExistingFile | None = None
     #: VictoriaMetrics stores a non-numeric string field as 0: set true when writing to it.
     drop_string_fields: bool = False
+    #: While the store is unreachable, samples wait in a local spool (0: hold them at the broker instead).
+    spool_max_bytes: ByteSize = 1024**3
 
     @model_validator(mode="after")
     def _token(self, info: ValidationInfo) -> InfluxStore:
@@ -86,6 +88,8 @@ class Limits(_Strict):
     max_future: Duration = 3600.0
     #: sequence numbers remembered per agent for dropping redelivered batches
     dedup_window: int = Field(100_000, ge=100)
+    #: distinct series one agent may have; samples opening more are dropped and counted
+    max_series_per_agent: int = Field(20_000, ge=1)
 
     def wire(self) -> WireLimits:
         return WireLimits(

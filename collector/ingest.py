@@ -104,14 +104,24 @@ class StatusUpdate:
 
 class Ingest:
     def __init__(
-        self, root: str, limits: wire.Limits, *, dedup_window: int = 100_000, counters: Counters | None = None
+        self,
+        root: str,
+        limits: wire.Limits,
+        *,
+        dedup_window: int = 100_000,
+        max_series_per_agent: int = 20_000,
+        counters: Counters | None = None,
     ) -> None:
         self.root = root
         self.limits = limits
         self.dedup_window = dedup_window
+        self.max_series_per_agent = max_series_per_agent
         self.counters = counters or Counters()
         self._windows: dict[str, SeqWindow] = {}
+        self._series: dict[str, set[int]] = {}
         self._logged: set[tuple[str, str]] = set()
+        #: duplicates dropped per agent since start (the inventory shows them)
+        self.duplicates_by_agent: Counter[str] = Counter()
 
     def _refuse(self, reason: str, agent: str, detail: str) -> None:
         self.counters.reject(reason)
@@ -154,8 +164,41 @@ class Ingest:
                 log.warning("dropped %d samples from %s: %s (counted; further ones not logged)", n, t.agent, reason)
         if self.seen(t.agent, env.seq):
             self.counters.inc("duplicates")
+            self.duplicates_by_agent[t.agent] += 1
             return None
-        return Accepted(t, env)
+        return Accepted(t, self._cap_series(t.agent, env))
+
+    def _cap_series(self, agent: str, env: wire.Envelope) -> wire.Envelope:
+        """Drop samples that would open a series past the agent's cap (a broken or hostile agent
+        inventing tag values must not flood the store with millions of series)."""
+        known = self._series.setdefault(agent, set())
+        keep: list[Sample] = []
+        over = 0
+        for s in env.samples:
+            key = hash((s.measurement, frozenset(s.tags.items())))
+            if key not in known:
+                if len(known) >= self.max_series_per_agent:
+                    over += 1
+                    continue
+                known.add(key)
+            keep.append(s)
+        if not over:
+            return env
+        self.counters.drop("series_cap", over)
+        if ("series_cap", agent) not in self._logged:
+            self._logged.add(("series_cap", agent))
+            log.warning(
+                "agent %s has more than %d series: dropping samples of new ones (counted; raise "
+                "limits.max_series_per_agent if this is real)",
+                agent,
+                self.max_series_per_agent,
+            )
+        return wire.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped)
+
+    def load_seen(self, agent: str, seqs: list[int]) -> None:
+        """Restore what was stored before a restart, oldest first."""
+        for seq in seqs:
+            self.mark(agent, seq)
 
     def _status(self, t: Topic, payload: bytes) -> StatusUpdate | None:
         if not payload:

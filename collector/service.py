@@ -18,6 +18,7 @@ from collector.config import CollectorConfig
 from collector.ingest import Accepted, Counters, Ingest, StatusUpdate
 from collector.state import StateDB
 from collector.storage.base import Sink, StoreRejected, StoreUnavailable
+from collector.storage.buffered import BufferedSink
 from probes.model import Sample
 
 log = logging.getLogger("netwatch.collector")
@@ -39,19 +40,22 @@ def build_sinks(cfg: CollectorConfig) -> list[Sink]:
         from collector.storage.influx import InfluxSink
 
         i = cfg.influxdb
-        sinks.append(
-            InfluxSink(
-                i.url,
-                i.org,
-                i.bucket,
-                i.resolved_token(),
-                batch_size=i.batch_size,
-                timeout_s=i.timeout,
-                verify_tls=i.verify_tls,
-                ca_file=str(i.ca_file) if i.ca_file else None,
-                drop_string_fields=i.drop_string_fields,
-            )
+        influx: Sink = InfluxSink(
+            i.url,
+            i.org,
+            i.bucket,
+            i.resolved_token(),
+            batch_size=i.batch_size,
+            timeout_s=i.timeout,
+            verify_tls=i.verify_tls,
+            ca_file=str(i.ca_file) if i.ca_file else None,
+            drop_string_fields=i.drop_string_fields,
         )
+        if i.spool_max_bytes > 0:
+            from collector.storage.buffered import BufferedSink
+
+            influx = BufferedSink(influx, cfg.data_dir / "spool-influxdb.db", max_bytes=i.spool_max_bytes)
+        sinks.append(influx)
     return sinks
 
 
@@ -60,10 +64,17 @@ class Collector:
         self.cfg = cfg
         self.counters = Counters()
         self.ingest = Ingest(
-            cfg.mqtt.topic_root, cfg.limits.wire(), dedup_window=cfg.limits.dedup_window, counters=self.counters
+            cfg.mqtt.topic_root,
+            cfg.limits.wire(),
+            dedup_window=cfg.limits.dedup_window,
+            max_series_per_agent=cfg.limits.max_series_per_agent,
+            counters=self.counters,
         )
         self.sinks = build_sinks(cfg)
         self.state = StateDB(cfg.state_path)
+        # What was stored before a restart (or a SIGKILL) is not stored again when the broker redelivers it.
+        for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
+            self.ingest.load_seen(agent, seqs)
         self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port) if cfg.embedded else None
         self.connected = threading.Event()
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=20_000)
@@ -154,6 +165,7 @@ class Collector:
                 key = (r.topic.agent, r.envelope.seq)
                 if key in in_batch:
                     self.counters.inc("duplicates")
+                    self.ingest.duplicates_by_agent[r.topic.agent] += 1
                     continue
                 in_batch.add(key)
                 accepted.append(r)
@@ -167,9 +179,16 @@ class Collector:
             for a in accepted:
                 e = a.envelope
                 self.state.record_batch(e.agent, e.site, e.seq, len(e.samples))
+                self.state.record_seen(e.agent, e.seq)
                 self.ingest.mark(e.agent, e.seq)
+                for s in e.samples:
+                    if s.measurement == "netwatch_agent":
+                        self.state.record_agent_health(e.agent, s.fields)
             for st in statuses:
                 self.state.record_status(st.agent, st.doc)
+            for agent, n in self.ingest.duplicates_by_agent.items():
+                self.state.record_duplicates(agent, n)
+            self.ingest.duplicates_by_agent.clear()
         finally:
             self.state.commit()
         self.counters.inc("stored_batches", len(accepted))
@@ -183,6 +202,8 @@ class Collector:
         fields: dict[str, int | float | bool | str] = {k: v for k, v in snap.items() if isinstance(v, int)}
         fields["queue_depth"] = self._queue.qsize()
         fields["connected"] = self.connected.is_set()
+        for name, value in self.store_spools().items():
+            fields[name] = value
         return Sample("netwatch_collector", {"collector": self.cfg.collector.id}, fields, time.time_ns())
 
     def _writer_loop(self) -> None:
@@ -222,7 +243,19 @@ class Collector:
                 self._prune()
         self.state.save_counters(self.counters.snapshot())
 
+    def store_spools(self) -> dict[str, int]:
+        """Samples waiting in local spools for stores that were unreachable."""
+        out: dict[str, int] = {}
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            if isinstance(sink, BufferedSink) and stats is not None:
+                st = sink.stats()
+                out[f"store_spool_samples_{sink.name}"] = st.samples
+                out[f"store_spool_drained_{sink.name}"] = sink.drained_samples
+        return out
+
     def _prune(self) -> None:
+        self.state.prune_seen(self.cfg.limits.dedup_window)
         for sink in self.sinks:
             prune = getattr(sink, "prune", None)
             if prune is not None:

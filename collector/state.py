@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -23,8 +24,19 @@ CREATE TABLE IF NOT EXISTS agents (
     capabilities TEXT NOT NULL DEFAULT '[]',
     last_seq INTEGER NOT NULL DEFAULT 0,
     batches INTEGER NOT NULL DEFAULT 0,
-    samples INTEGER NOT NULL DEFAULT 0
+    samples INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    -- the agent's own account, from its netwatch_agent samples
+    spool_depth INTEGER,
+    spool_oldest_s REAL,
+    dropped_samples INTEGER,
+    draining INTEGER
 );
+CREATE TABLE IF NOT EXISTS seen (
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -45,6 +57,11 @@ AGENT_COLUMNS = (
     "last_seq",
     "batches",
     "samples",
+    "duplicates",
+    "spool_depth",
+    "spool_oldest_s",
+    "dropped_samples",
+    "draining",
 )
 
 
@@ -88,6 +105,43 @@ class StateDB:
                 str(doc.get("version") or "")[:32],
                 str(doc.get("config_version") or "")[:64],
                 orjson.dumps([str(c)[:32] for c in caps[:32]]).decode(),
+            ),
+        )
+
+    def record_seen(self, agent: str, seq: int) -> None:
+        self._db.execute("INSERT OR IGNORE INTO seen(agent, seq) VALUES (?, ?)", (agent, seq))
+
+    def load_seen(self, window: int) -> dict[str, list[int]]:
+        """The newest ``window`` sequence numbers stored per agent, oldest first."""
+        out: dict[str, list[int]] = {}
+        for (agent,) in self._db.execute("SELECT DISTINCT agent FROM seen").fetchall():
+            rows = self._db.execute(
+                "SELECT seq FROM seen WHERE agent = ? ORDER BY seq DESC LIMIT ?", (agent, window)
+            ).fetchall()
+            out[agent] = [r[0] for r in reversed(rows)]
+        return out
+
+    def prune_seen(self, window: int) -> None:
+        for (agent,) in self._db.execute("SELECT DISTINCT agent FROM seen").fetchall():
+            self._db.execute(
+                "DELETE FROM seen WHERE agent = ? AND seq < "
+                "(SELECT seq FROM seen WHERE agent = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (agent, agent, window - 1),
+            )
+
+    def record_duplicates(self, agent: str, n: int) -> None:
+        self._db.execute("UPDATE agents SET duplicates = duplicates + ? WHERE id = ?", (n, agent))
+
+    def record_agent_health(self, agent: str, fields: Mapping[str, Any]) -> None:
+        draining = fields.get("draining")
+        self._db.execute(
+            "UPDATE agents SET spool_depth = ?, spool_oldest_s = ?, dropped_samples = ?, draining = ? WHERE id = ?",
+            (
+                fields.get("spool_depth"),
+                fields.get("spool_oldest_s"),
+                fields.get("dropped_samples"),
+                None if draining is None else int(bool(draining)),
+                agent,
             ),
         )
 

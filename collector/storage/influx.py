@@ -98,9 +98,7 @@ class InfluxSink:
     def _send(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode()
         try:
-            self._write_api.write(
-                bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS
-            )
+            self._write_api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
         except ApiException as e:
             status = e.status or 0
             detail = str(getattr(e, "message", None) or e.reason or "")[:300]

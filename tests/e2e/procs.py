@@ -87,4 +87,23 @@ def agent_proc(config: Path, tee: Path, log: Path) -> Proc:
 
 
 def read_tee(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """The samples an agent spooled, by its --tee record. A batch number written twice means the
+    agent died before the first copy committed: the later copy is the real one."""
+    by_seq: dict[int, list[dict[str, Any]]] = {}
+    last_seq = None
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # torn by a SIGKILL mid-write: that batch never committed either
+        if "run_started" in row:
+            last_seq = None
+            continue
+        seq = row.pop("seq")
+        if seq != last_seq:
+            by_seq[seq] = []  # a new batch, or a later copy of a number that never committed
+            last_seq = seq
+        by_seq[seq].append(row)
+    return [row for seq in sorted(by_seq) for row in by_seq[seq]]
