@@ -1,0 +1,252 @@
+"""A test rig for end-to-end fault tests: loopback targets, a TCP proxy whose link can be cut,
+agent/collector processes, and the exact comparison of what agents spooled with what is stored."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from e2e.procs import CollectorProc, Proc, agent_proc, read_tee
+from services import free_port
+
+from agent.spool import read_stats
+from collector.storage.sqlite import SqliteSink
+
+
+class Listener:
+    """A TCP port on loopback that accepts and closes: a target for tcp probes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+                c.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+class LinkProxy:
+    """Forwards 127.0.0.1:port to a backend; ``cut()`` drops every connection and refuses new
+    ones until ``restore()``, like a township WAN link going down."""
+
+    def __init__(self, backend_port: int) -> None:
+        self.backend = backend_port
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.lsock.settimeout(0.1)
+        self.port = self.lsock.getsockname()[1]
+        self.up = threading.Event()
+        self.up.set()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                continue
+            if not self.up.is_set():
+                c.close()
+                continue
+            try:
+                b = socket.create_connection(("127.0.0.1", self.backend), timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self._lock:
+                self._conns += [c, b]
+            for src, dst in ((c, b), (b, c)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.up.clear()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.cut()
+        self.lsock.close()
+
+
+class Rig:
+    def __init__(self, tmp: Path, mqtt_port: int, vm: Any | None) -> None:
+        self.tmp = tmp
+        self.mqtt_port = mqtt_port
+        self.vm = vm
+        self.target = Listener()
+        self.api_port = free_port()
+        self.col: CollectorProc | None = None
+        self.agents: dict[str, Proc] = {}
+        self.runs: dict[str, int] = {}
+
+    # -- processes -------------------------------------------------------------------------
+    def start_collector(self) -> CollectorProc:
+        cfg = self.tmp / "collector.yaml"
+        influx = (
+            f"  influxdb: {{url: '{self.vm.url}', bucket: netwatch, drop_string_fields: true, timeout: 2s}}\n"
+            if self.vm
+            else ""
+        )
+        cfg.write_text(
+            f"collector: {{id: rig, data_dir: {self.tmp / 'collector'}}}\n"
+            f"mqtt: {{host: 127.0.0.1, port: {self.mqtt_port}}}\n"
+            f"storage:\n  sqlite: {{retention: 30d}}\n{influx}"
+            f"api: {{port: {self.api_port}}}\n"
+        )
+        n = self.runs["collector"] = self.runs.get("collector", 0) + 1
+        self.col = CollectorProc(cfg, self.api_port, self.tmp / f"collector-{n}.log")
+        self.col.wait_ready()
+        return self.col
+
+    def agent_config(
+        self,
+        aid: str,
+        *,
+        port: int | None = None,
+        spool_max: str = "256MiB",
+        drain_rate: str = "0",
+        probes: int = 3,
+        interval: str = "200ms",
+    ) -> Path:
+        lines = "".join(
+            f"  - {{type: tcp, name: t{i}, host: 127.0.0.1, port: {self.target.port}, interval: {interval}, jitter: 0s}}\n"
+            for i in range(probes)
+        )
+        p = self.tmp / f"{aid}.yaml"
+        p.write_text(
+            f"agent: {{id: {aid}, site: site-{aid}}}\n"
+            f"mqtt: {{host: 127.0.0.1, port: {port or self.mqtt_port}, keepalive: 2s}}\n"
+            f"spool: {{path: {self.tmp / (aid + '-spool.db')}, max_bytes: {spool_max}}}\n"
+            f"publish: {{batch_interval: 300ms, drain_rate: {drain_rate}}}\nprobes:\n{lines}"
+        )
+        return p
+
+    def start_agent(self, aid: str, **cfg: Any) -> Proc:
+        config = self.tmp / f"{aid}.yaml"
+        if cfg or not config.exists():
+            config = self.agent_config(aid, **cfg)
+        n = self.runs[aid] = self.runs.get(aid, 0) + 1
+        self.agents[aid] = agent_proc(config, self.tmp / f"{aid}.tee", self.tmp / f"{aid}-{n}.log")
+        return self.agents[aid]
+
+    def close(self) -> None:
+        for p in self.agents.values():
+            p.kill()
+        if self.col is not None:
+            self.col.kill()
+        self.target.close()
+
+    # -- the accounting --------------------------------------------------------------------
+    def stop_agents_drained(self) -> None:
+        """Stop every agent cleanly; each must leave its spool empty (all acknowledged)."""
+        for aid, p in self.agents.items():
+            assert p.stop() == 0, p.tail()
+            st = read_stats(self.tmp / f"{aid}-spool.db")
+            assert st.depth == 0, f"{aid}: {st.depth} batches never acknowledged"
+
+    def expected(self, aid: str) -> list[dict[str, Any]]:
+        return read_tee(self.tmp / f"{aid}.tee")
+
+    def wait_stored(self, aid: str, n: int, timeout_s: float = 30) -> None:
+        assert self.col is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = {a["id"]: a for a in self.col.get("/api/agents")}
+            have = rows.get(aid, {}).get("samples", 0)
+            if have >= n:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{aid}: collector has {have} of {n} samples\n{self.col.tail()}")
+            time.sleep(0.2)
+
+    def assert_sqlite_exact(self, aid: str, expected: list[dict[str, Any]]) -> None:
+        want = {_key(s): s["fields"] for s in expected}
+        assert len(want) == len(expected), "two expected samples share series and time"
+        reader = SqliteSink.open_readonly(self.tmp / "collector" / "metrics.db")
+        try:
+            got: dict[tuple[Any, ...], dict[str, Any]] = {}
+            for m in {s["measurement"] for s in expected}:
+                for s in reader.query(m, tags={"agent": aid}):
+                    got[_key(s.to_dict())] = dict(s.fields)
+        finally:
+            reader.close()
+        missing = want.keys() - got.keys()
+        extra = got.keys() - want.keys()
+        assert not missing and not extra, f"{aid}: {len(missing)} missing, {len(extra)} unexpected"
+        assert got == want
+
+    def assert_vm_exact(self, aid: str, expected: list[dict[str, Any]], timeout_s: float = 30) -> None:
+        assert self.vm is not None
+        want: dict[tuple[Any, ...], float] = {}
+        for s in expected:
+            labels = tuple(sorted((k, v) for k, v in s["tags"].items() if v))
+            for f, v in s["fields"].items():
+                if not isinstance(v, str):
+                    want[(f"{s['measurement']}_{f}", labels, s["time"] // 1_000_000)] = float(v)
+        series = self.vm.wait_for_points(f'{{agent="{aid}"}}', len(want), timeout_s=timeout_s)
+        got: dict[tuple[Any, ...], float] = {}
+        for ser in series:
+            name = ser["metric"]["__name__"]
+            labels = tuple(sorted((k, v) for k, v in ser["metric"].items() if k != "__name__"))
+            for v, ts in zip(ser["values"], ser["timestamps"], strict=True):
+                key = (name, labels, ts)
+                assert key not in got, f"stored twice in VictoriaMetrics: {key}"
+                got[key] = float(v)
+        assert got.keys() == want.keys(), (
+            f"{aid}: {len(want.keys() - got.keys())} missing, {len(got.keys() - want.keys())} extra"
+        )
+        assert all(math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-12) for k, v in want.items())
+
+    def assert_batches_once(self, aid: str) -> None:
+        """The collector's own account: every batch number the agent used, stored once."""
+        assert self.col is not None
+        st = read_stats(self.tmp / f"{aid}-spool.db")
+        row = {a["id"]: a for a in self.col.get("/api/agents")}[aid]
+        assert row["batches"] == st.last_seq and row["last_seq"] == st.last_seq, (row, st)
+
+
+def _key(s: dict[str, Any]) -> tuple[Any, ...]:
+    return (s["measurement"], tuple(sorted((k, v) for k, v in s["tags"].items() if v)), s["time"])
