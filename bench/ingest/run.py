@@ -352,6 +352,9 @@ class NetwatchSubject(Subject):
     def problems(self) -> list[str]:
         snap = self.collector.counters.snapshot()
         out = [f"{k}={v}" for k, v in snap.items() if k.startswith("store_") and v]
+        # Samples parked in a local store spool count as stored for the collector, not for us.
+        spools = getattr(self.collector, "store_spools", dict)()
+        out += [f"{k}={v}" for k, v in spools.items() if k.startswith("store_spool_samples") and v]
         if snap["rejected_total"] or snap["dropped_samples"] or snap.get("duplicates"):
             out.append(
                 f"rejected={snap['rejected']} dropped={snap['dropped_samples']} duplicates={snap.get('duplicates', 0)}"
@@ -558,6 +561,8 @@ class Result:
     writes: int
     broker_cpu_s: float
     store_cpu_s: float | None  # VictoriaMetrics' own CPU; None for SQLite (in process)
+    #: CPU every other process on the machine used meanwhile: noise when it is not near 0
+    other_cpu_s: float
     stored_count: int
     expected_count: int
     problems: list[str] = field(default_factory=list)
@@ -594,6 +599,16 @@ def proc_cpu_s(pid: int | None) -> float:
         return 0.0
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes have been busy since boot, from the first line of /proc/stat."""
+    try:
+        line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in line.split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def vm_count(vm: VictoriaMetrics, expected: int, timeout_s: float) -> int:
@@ -671,14 +686,20 @@ def run_case(
         with ctx:
             gc.collect()
             broker_cpu0, store_cpu0 = proc_cpu_s(broker.pid), proc_cpu_s(vm.pid if vm else None)
+            busy0 = machine_busy_s()
             cpu0, t0 = time.process_time(), time.perf_counter()
             subject.start()
             deadline = t0 + args.timeout
-            while subject.stored() < data.samples and time.perf_counter() < deadline and not subject.problems():
+            polls = 0
+            while subject.stored() < data.samples and time.perf_counter() < deadline:
+                polls += 1
+                if polls % 250 == 0 and subject.problems():  # not every poll: it may query a spool
+                    break
                 time.sleep(POLL_S)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             broker_cpu = proc_cpu_s(broker.pid) - broker_cpu0
             store_cpu = proc_cpu_s(vm.pid) - store_cpu0 if vm else None
+            other_cpu = max(0.0, machine_busy_s() - busy0 - cpu - broker_cpu - (store_cpu or 0.0))
             problems = subject.problems()
             if subject.stored() < data.samples:
                 problems.append(f"only {subject.stored()} of {data.samples} samples stored in {args.timeout} s")
@@ -702,6 +723,7 @@ def run_case(
             writes,
             broker_cpu,
             store_cpu,
+            other_cpu,
             stored,
             expected,
             problems,
@@ -753,6 +775,11 @@ class CaseRuns:
         return f"{rates[0]:,.0f}–{rates[-1]:,.0f}" if len(rates) > 1 else "–"
 
 
+def _noisy(runs: list[Result]) -> bool:
+    # More than a tenth of a core taken by strangers over the timed windows.
+    return sum(r.other_cpu_s for r in runs) > 0.1 * sum(r.wall_s for r in runs)
+
+
 def ratios(results: dict[str, CaseRuns]) -> list[dict[str, Any]]:
     out = []
     for label, ours, peer in RATIOS:
@@ -773,8 +800,8 @@ def ratios(results: dict[str, CaseRuns]) -> list[dict[str, Any]]:
 def table(results: dict[str, CaseRuns]) -> str:
     lines = [
         "| case | samples/s | range over repeats | CPU-µs/sample | wall s | CPU s | writes | broker CPU s "
-        "| VM CPU s | stored/expected |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| VM CPU s | other procs CPU s | stored/expected |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for runs in results.values():
         r = runs.median
@@ -783,9 +810,16 @@ def table(results: dict[str, CaseRuns]) -> str:
         lines.append(
             f"| {CASE_LABELS[r.case]} | {r.samples_per_s:,.0f} | {runs.spread()} "
             f"| {r.cpu_us_per_sample:.1f} | {r.wall_s:.2f} | {r.cpu_s:.2f} | {r.writes} "
-            f"| {r.broker_cpu_s:.2f} | {vm_cpu} | {ok} |"
+            f"| {r.broker_cpu_s:.2f} | {vm_cpu} | {r.other_cpu_s:.2f} | {ok} |"
         )
-    lines.append("")
+    every = [r for runs in results.values() for r in runs.runs]
+    lines += [
+        "",
+        f"Other processes on the machine used {sum(r.other_cpu_s for r in every):.1f} CPU-s during the "
+        f"{sum(r.wall_s for r in every):.1f} s of timed windows (all reported runs)."
+        + (" **The machine was busy: these numbers are skewed; rerun on a quiet machine.**" if _noisy(every) else ""),
+        "",
+    ]
     for q in ratios(results):
         lines.append(
             f"- netwatch/peer, {q['store']}: throughput **{q['throughput_ratio']:.2f}×**, "

@@ -3,6 +3,7 @@ agent/collector processes, and the exact comparison of what agents spooled with 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import threading
@@ -86,20 +87,16 @@ class LinkProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self.up.clear()
         with self._lock:
             conns, self._conns = self._conns, []
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def restore(self) -> None:
