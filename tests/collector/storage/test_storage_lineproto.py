@@ -59,9 +59,7 @@ def assert_round_trip(line: str, s: Sample) -> None:
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(samples)
-@example(
-    Sample("if stats,x", {"县": "城关镇 机房", "a=b": "c,d", "q": '"x"'}, {"f g": 1, "h=i,j": 'a\\b"c'}, 1)
-)
+@example(Sample("if stats,x", {"县": "城关镇 机房", "a=b": "c,d", "q": '"x"'}, {"f g": 1, "h=i,j": 'a\\b"c'}, 1))
 @example(Sample("m", {"k": "v"}, {"big": INT64_MAX, "small": INT64_MIN, "t": True, "n": 1, "z": -0.0}, 0))
 def test_round_trip(s: Sample) -> None:
     assert_round_trip(LineEncoder().encode(s), s)  # type: ignore[arg-type]

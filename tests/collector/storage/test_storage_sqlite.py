@@ -249,15 +249,11 @@ def test_reader_in_another_process(tmp_path: Path) -> None:
         print(r.measurements(), r.stats().points, got.fields["in_octets"], got.fields["oper_up"])
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.split() == ["['interface']", "20", str(2**40 + 19), "False"]
     writer.close()
     # Also after the writer closed (its WAL files are gone).
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.split()[1] == "20"
 
 
