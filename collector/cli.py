@@ -98,10 +98,28 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     from rich.table import Table
 
     t = Table(title=f"{len(rows)} agents / 个采集节点")
-    for col in ("site", "agent", "status", "last seen", "batches", "samples", "version", "config"):
+    for col in (
+        "site",
+        "agent",
+        "status",
+        "last seen",
+        "batches",
+        "samples",
+        "dups",
+        "spool",
+        "dropped",
+        "version",
+        "config",
+    ):
         t.add_column(col, overflow="fold")
     for r in rows:
         colour = {"online": "green", "offline": "red"}.get(r["status"], "yellow")
+        spool = (
+            "—"
+            if r["spool_depth"] is None
+            else f"{r['spool_depth']}"
+            + (f" ({r['spool_oldest_s']:.0f}s old{', draining' if r['draining'] else ''})" if r["spool_depth"] else "")
+        )
         t.add_row(
             r["site"],
             r["id"],
@@ -109,6 +127,9 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
             _ago(r["last_seen_ns"]),
             str(r["batches"]),
             str(r["samples"]),
+            str(r["duplicates"]),
+            spool,
+            "—" if r["dropped_samples"] is None else str(r["dropped_samples"]),
             r["version"],
             r["config_version"],
         )

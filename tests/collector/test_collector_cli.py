@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,9 @@ from probes.model import Sample
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "COLUMNS": "160"}  # an operator's terminal, not an 80-column pipe
+    return subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60,
+                          env=env)
 
 
 @pytest.fixture
