@@ -115,6 +115,8 @@ class Publish(_Strict):
     #: After an outage the backlog drains oldest-first at this many bytes per second (0: no
     #: limit), so a recovering WAN link is not flooded; fresh batches go out at once meanwhile.
     drain_rate: ByteSize = 32 * 1024
+    #: how often the agent reports its own health (spool depth, drops, publish latency...)
+    self_metrics_interval: Duration = 30.0
 
 
 class Scheduler(_Strict):

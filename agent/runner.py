@@ -22,9 +22,6 @@ from probes.model import EVENT, Sample
 
 log = logging.getLogger("netwatch.agent")
 
-#: The agent's own health, one Sample per this many seconds.
-SELF_METRICS_EVERY_S = 30.0
-
 
 def config_version(cfg: AgentConfig) -> str:
     return hashlib.sha256(cfg.path.read_bytes()).hexdigest()[:12]
@@ -120,7 +117,7 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.cfg.publish.batch_interval)
             now = time.monotonic()
-            if now - last_self >= SELF_METRICS_EVERY_S:
+            if now - last_self >= self.cfg.publish.self_metrics_interval:
                 self._buffer.append(self.self_sample())
                 last_self = now
             self.flush()

@@ -157,7 +157,7 @@ class Rig:
             f"agent: {{id: {aid}, site: site-{aid}}}\n"
             f"mqtt: {{host: 127.0.0.1, port: {port or self.mqtt_port}, keepalive: 2s}}\n"
             f"spool: {{path: {self.tmp / (aid + '-spool.db')}, max_bytes: {spool_max}}}\n"
-            f"publish: {{batch_interval: 300ms, drain_rate: {drain_rate}}}\nprobes:\n{lines}"
+            f"publish: {{batch_interval: 300ms, drain_rate: {drain_rate}, self_metrics_interval: 1s}}\nprobes:\n{lines}"
         )
         return p
 

@@ -56,6 +56,15 @@ def test_broker_down_longer_than_inflight_then_back(tmp_path: Path, mosquitto: A
         rig.stop_agents_drained()
         counts = _verify(rig, ["t1", "t2"])
         assert all(n > 100 for n in counts.values()), counts
+        # the outage was visible in the agent's own metrics, at the time it happened
+        reader = SqliteSink.open_readonly(tmp_path / "collector" / "metrics.db")
+        try:
+            health = reader.query("netwatch_agent", tags={"agent": "t1"})
+        finally:
+            reader.close()
+        assert max(s.fields["spool_depth"] for s in health) > 20
+        assert max(s.fields["spool_oldest_s"] for s in health) > 5
+        assert any(s.fields["connected"] is False for s in health)
     finally:
         rig.close()
 
