@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from agent.config import ID_PATTERN, Mqtt, checks_files
 from agent.wire import Limits as WireLimits
 from probes.base import ByteSize, Duration, ExistingFile, LocalPath, validation_context
-from probes.configfile import ConfigError, Problem, read_yaml, validate
+from probes.configfile import ConfigError, Problem, problems_from, read_yaml, validate
 
 
 class _Strict(BaseModel):
@@ -111,6 +112,8 @@ class CollectorFile(_Strict):
     storage: Storage = Field(default_factory=dict)  # type: ignore[arg-type]
     limits: Limits = Field(default_factory=dict)  # type: ignore[arg-type]
     api: Api = Field(default_factory=dict)  # type: ignore[arg-type]
+    #: rules, topology and notification channels (collector/alerting); leave out for none
+    alerting: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,8 @@ class CollectorConfig:
     influxdb: InfluxStore | None
     limits: Limits
     api: Api
+    #: a collector.alerting.config.AlertingConfig, validated at load; None: no alerting
+    alerting: Any = None
 
     @property
     def data_dir(self) -> Path:
@@ -163,4 +168,12 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
                 )
             ],
         )
-    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api)
+    alerting = None
+    if f.alerting is not None:
+        from collector.alerting.config import AlertingConfig
+
+        try:
+            alerting = AlertingConfig.model_validate(f.alerting, context=ctx)
+        except ValidationError as e:
+            raise ConfigError(p or "<defaults>", problems_from(e, AlertingConfig, prefix=("alerting",))) from None
+    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api, alerting)

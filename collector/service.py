@@ -8,7 +8,7 @@ import queue
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -27,6 +27,21 @@ MAX_MESSAGES_PER_WRITE = 500
 COUNTERS_EVERY_S = 5.0
 SELF_METRICS_EVERY_S = 30.0
 PRUNE_EVERY_S = 3600.0
+
+
+class AlertHook(Protocol):
+    """What the writer thread tells alerting (collector/alerting/engine.py implements it)."""
+
+    def observe(self, samples: list[Sample]) -> None:
+        """Samples just stored (every one, in arrival order)."""
+
+    def agent_status(self, agent: str, site: str, state: str) -> None:
+        """An agent's retained status: online, or offline (its Last Will or a clean stop)."""
+
+    def tick(self, now_ns: int) -> None:
+        """About once a second: evaluate time-based conditions (for, absent, repeat)."""
+
+    def close(self) -> None: ...
 
 
 def build_sinks(cfg: CollectorConfig) -> list[Sink]:
@@ -72,6 +87,12 @@ class Collector:
         )
         self.sinks = build_sinks(cfg)
         self.state = StateDB(cfg.state_path)
+        # Alerting sees every stored sample and status change; it sends from its own threads.
+        self.alerts: AlertHook | None = None
+        if cfg.alerting is not None:
+            from collector.alerting.engine import AlertEngine
+
+            self.alerts = AlertEngine(cfg.alerting, data_dir=cfg.data_dir)
         # What was stored before a restart (or a SIGKILL) is not stored again when the broker redelivers it.
         for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
             self.ingest.load_seen(agent, seqs)
@@ -193,6 +214,11 @@ class Collector:
             self.state.commit()
         self.counters.inc("stored_batches", len(accepted))
         self.counters.inc("stored_samples", len(samples))
+        if self.alerts is not None:
+            for st in statuses:
+                self.alerts.agent_status(st.agent, str(st.doc.get("site") or ""), str(st.doc["state"]))
+            if samples:
+                self.alerts.observe(samples)
         for msg in msgs:
             self.client.ack(msg.mid, msg.qos)
         return True
@@ -207,7 +233,7 @@ class Collector:
         return Sample("netwatch_collector", {"collector": self.cfg.collector.id}, fields, time.time_ns())
 
     def _writer_loop(self) -> None:
-        last_counters = last_self = 0.0
+        last_counters = last_self = last_tick = 0.0
         last_prune = time.monotonic()
         stop_deadline: float | None = None
         while True:
@@ -232,6 +258,9 @@ class Collector:
             if msgs and not self._process(msgs):
                 break  # stopping while a store is down: the broker keeps the unacknowledged rest
             now = time.monotonic()
+            if self.alerts is not None and now - last_tick >= 1.0:
+                last_tick = now
+                self.alerts.tick(time.time_ns())
             if now - last_self >= SELF_METRICS_EVERY_S:
                 last_self = now
                 self._write_all([self.self_sample()])
@@ -304,6 +333,8 @@ class Collector:
             self._api.stop()
         for sink in self.sinks:
             sink.close()
+        if self.alerts is not None:
+            self.alerts.close()
         self.state.close()
         if self.broker is not None:
             self.broker.stop()
