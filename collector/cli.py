@@ -208,6 +208,13 @@ def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         con.print(f"{k:>22}: {v}")
 
 
+# Alerts and rules (collector/cli_alerts.py): netwatch-collector alerts …, netwatch-collector rules check FILE
+from collector.cli_alerts import alerts_app, rules_app  # noqa: E402 - after app is defined
+
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(rules_app, name="rules")
+
+
 def main() -> None:
     app()
 

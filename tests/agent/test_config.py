@@ -108,5 +108,13 @@ def test_shipped_configs_are_valid(path: Path) -> None:
         assert config.load(path, check_files=False).agent.id
     elif path.name.startswith("collector"):
         assert collector_config.load(path, check_files=False).collector.id
+    elif path.parent.name == "rules":
+        from collector.alerting.rules import load_rules
+
+        assert load_rules(path)
+    elif path.name == "topology.yaml":
+        from collector.alerting.topology import Topology
+
+        assert Topology.load(path).sites
     else:
-        pytest.fail(f"{path}: name it agent*.yaml / collector*.yaml (or put it under agents/) so it is checked")
+        pytest.fail(f"{path}: name it agent*.yaml / collector*.yaml (or put it under agents/ or rules/) so it is checked")

@@ -1,0 +1,1 @@
+"""Alerting: rules over stored samples, topology-aware suppression, notifications, silences."""
