@@ -79,7 +79,10 @@ def _report(samples: list[Sample], as_json: bool, title: str) -> None:
 def run(
     config: ConfigOpt,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-    tee: Annotated[Path | None, typer.Option(help="also append every sample spooled to this file (JSON lines, with the batch's seq)")] = None,
+    tee: Annotated[
+        Path | None,
+        typer.Option(help="also append every sample spooled to this file (JSON lines, with the batch's seq)"),
+    ] = None,
 ) -> None:
     """Run the agent until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)
@@ -312,6 +315,12 @@ def http(
 def version() -> None:
     """Print the version."""
     typer.echo(f"netwatch-agent {__version__}")
+
+
+# Technician sub-commands of the other probe kinds, each in its own file.
+from agent.cli_modbus import app as modbus_app  # noqa: E402 - after app is defined
+
+app.add_typer(modbus_app, name="modbus", help="Modbus: read registers with a map or by hand, scan a bus for unit ids.")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VAR = ROOT / "var" / "demo"
-PORTAL_PORT, BROKER_PORT, API_PORT = 18088, 18830, 18080
+PORTAL_PORT, BROKER_PORT, API_PORT, MODBUS_PORT = 18088, 18830, 18080, 18502
 con = Console(highlight=False)
 
 
@@ -100,7 +100,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    busy = [p for p in (PORTAL_PORT, BROKER_PORT, API_PORT) if not port_free(p)]
+    busy = [p for p in (PORTAL_PORT, BROKER_PORT, API_PORT, MODBUS_PORT) if not port_free(p)]
     if busy:
         con.print(f"[red]ports in use on 127.0.0.1: {busy}[/red] — is another demo running? / 端口被占用")
         return 3
@@ -112,6 +112,12 @@ def main() -> int:
     portal = ThreadingHTTPServer(("127.0.0.1", PORTAL_PORT), Portal)
     threading.Thread(target=portal.serve_forever, daemon=True).start()
     approve_portal_baseline()
+    # A township equipment room: a T/H sensor whose temperature drifts past 27 °C and back
+    # every 3 minutes, and a door contact (configs/demo/sim_modbus.py).
+    sys.path.insert(0, str(HERE))
+    import sim_modbus
+
+    room = sim_modbus.start(MODBUS_PORT, period_s=180)
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     stop = threading.Event()
@@ -193,6 +199,7 @@ def main() -> int:
                 p.wait()
         portal.shutdown()
         portal.server_close()
+        room.stop()
     return 0
 
 
