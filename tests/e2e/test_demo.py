@@ -26,7 +26,7 @@ def _port_free(port: int) -> bool:
 
 
 def test_demo_runs_and_stops_cleanly() -> None:
-    ports = (18088, 18830, 18080)
+    ports = (18088, 18830, 18080, 18502)
     assert all(_port_free(p) for p in ports), "demo ports busy: is a demo running?"
     r = subprocess.run(
         [sys.executable, str(ROOT / "configs/demo/demo.py"), "--duration", "35", "--deface-after", "20"],
@@ -58,3 +58,10 @@ def test_demo_runs_and_stops_cleanly() -> None:
     changed = [s.fields.get("changed") for s in http if "changed" in s.fields]
     assert False in changed and True in changed, changed
     assert any(s.fields["status"] == "down" and s.tags.get("probe") == "tcp" for s in status)
+    # the machine-room sensor on Modbus reports temperature, humidity and dew point
+    reader = SqliteSink.open_readonly(ROOT / "var/demo/collector/metrics.db")
+    try:
+        room = reader.query("room_env", tags={"agent": "township-east-1"})
+    finally:
+        reader.close()
+    assert room and all({"temperature_c", "humidity_pct", "dew_point_c"} <= set(s.fields) for s in room)
