@@ -112,8 +112,9 @@ class Publish(_Strict):
     batch_interval: Duration = 5.0
     batch_max_samples: int = Field(2000, ge=1, le=50_000)
     compress: bool = True
-    #: After an outage the backlog drains oldest-first at this many bytes per second (0: no
-    #: limit), so a recovering WAN link is not flooded; fresh batches go out at once meanwhile.
+    #: After an outage the backlog drains oldest-first at this many bytes per second, so a
+    #: recovering WAN link is not flooded; fresh batches go out at once meanwhile. 0 = no limit,
+    #: but then live data queues behind the whole backlog at the broker until it is through.
     drain_rate: ByteSize = 32 * 1024
     #: how often the agent reports its own health (spool depth, drops, publish latency...)
     self_metrics_interval: Duration = 30.0
