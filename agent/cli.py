@@ -321,6 +321,11 @@ def version() -> None:
 from agent.cli_modbus import app as modbus_app  # noqa: E402 - after app is defined
 
 app.add_typer(modbus_app, name="modbus", help="Modbus: read registers with a map or by hand, scan a bus for unit ids.")
+from agent.cli_snmp import app as snmp_app  # noqa: E402
+from agent.cli_snmp_traps import traps as snmp_traps  # noqa: E402
+
+snmp_app.command("traps")(snmp_traps)
+app.add_typer(snmp_app, name="snmp", help="SNMP: get, walk, poll a device with its profile, listen for traps.")
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 VAR = ROOT / "var" / "demo"
-PORTAL_PORT, BROKER_PORT, API_PORT, MODBUS_PORT = 18088, 18830, 18080, 18502
+PORTAL_PORT, BROKER_PORT, API_PORT, MODBUS_PORT, SNMP_PORT = 18088, 18830, 18080, 18502, 16100
 con = Console(highlight=False)
 
 
@@ -101,6 +101,11 @@ def main() -> int:
     args = ap.parse_args()
 
     busy = [p for p in (PORTAL_PORT, BROKER_PORT, API_PORT, MODBUS_PORT) if not port_free(p)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", SNMP_PORT))
+        except OSError:
+            busy.append(SNMP_PORT)
     if busy:
         con.print(f"[red]ports in use on 127.0.0.1: {busy}[/red] — is another demo running? / 端口被占用")
         return 3
@@ -118,6 +123,12 @@ def main() -> int:
     import sim_modbus
 
     room = sim_modbus.start(MODBUS_PORT, period_s=180)
+    # Switches and a UPS: snmpsim serving recordings of real devices (configs/demo/sim_snmp.py).
+    # Its index of the recordings is kept outside var/demo, so only the first demo builds it.
+    import sim_snmp
+
+    con.print("starting the simulated switches and UPS (the first time indexes the recordings) …")
+    devices = sim_snmp.start(ROOT / "var" / "demo-snmp", SNMP_PORT)
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     stop = threading.Event()
@@ -200,6 +211,7 @@ def main() -> int:
         portal.shutdown()
         portal.server_close()
         room.stop()
+        devices.stop()
     return 0
 
 

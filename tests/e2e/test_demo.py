@@ -65,3 +65,15 @@ def test_demo_runs_and_stops_cleanly() -> None:
     finally:
         reader.close()
     assert room and all({"temperature_c", "humidity_pct", "dew_point_c"} <= set(s.fields) for s in room)
+    # the simulated switches and UPS on SNMP: interfaces, CPU, temperatures, UPS state
+    reader = SqliteSink.open_readonly(ROOT / "var/demo/collector/metrics.db")
+    try:
+        ifaces = reader.query("interface", tags={"agent": "county-east"})
+        cpu = reader.query("device_cpu", tags={"agent": "township-east-1"})
+        temps = reader.query("device_sensor", tags={"agent": "township-east-1"})
+        ups = reader.query("ups", tags={"agent": "city-centre"})
+    finally:
+        reader.close()
+    assert {s.tags["device"] for s in ifaces} >= {"sw-county-east", "sw-county-east-access"}
+    assert cpu and temps and any("temperature_c" in s.fields for s in temps)
+    assert ups and ups[-1].fields["output_source_name"] == "normal"

@@ -21,7 +21,9 @@ TYPES = {
     "string": lambda v: isinstance(v, str),
 }
 # A field's name suffix promises its unit; the catalogue must agree.
-SUFFIX_UNITS = {"_ms": "ms", "_s": "s", "_pct": "%", "_bytes": "bytes", "_bps": "bit/s", "_pps": "packets/s"}
+# Longest suffix first: "_per_s" is a rate, not a duration.
+SUFFIX_UNITS = {"_per_s": "1/s", "_ms": "ms", "_s": "s", "_pct": "%", "_bytes": "bytes", "_bps": "bit/s",
+                "_pps": "packets/s"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ def read_csv(path: Path) -> dict[tuple[str, str], Entry]:
         for suffix, unit in SUFFIX_UNITS.items():
             if e.field.endswith(suffix):
                 assert e.unit == unit, f"{path}:{n}: {e.field} ends in {suffix} so its unit is {unit!r}"
+                break
         out[(e.measurement, e.field)] = e
     return out
 

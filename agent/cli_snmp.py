@@ -1,0 +1,328 @@
+"""``netwatch-agent snmp``: the technician's SNMP tools — get, walk, and one poll of a device with its
+profiles — with credentials as options or taken from an agent config's snmp entry.
+
+Exit codes: 0 ok; 1 the device is down, refused the credentials or answered with an error (or the
+poll was degraded); 2 bad usage or config; 3 runtime failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from agent.output import console, print_json_lines, print_samples_json, samples_table, status_counts, summary_line
+from probes.base import parse_duration
+from probes.configfile import ConfigError, problems_from
+from probes.model import Sample
+from probes.snmp.config import SnmpConfig
+from probes.snmp.poll import decode_text
+from probes.snmp.session import SnmpError, VarBind, open_session
+
+EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+T = TypeVar("T")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="SNMP get, walk and one poll of a device with its profiles (v1, v2c, v3), for the technician on site.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+TargetArg = Annotated[
+    str | None, typer.Argument(help="host[:port] (port 161 if left out); optional with --config/--device")
+]
+VersionOpt = Annotated[str, typer.Option("--version", "-v", help="SNMP version: 1, 2c or 3")]
+CommunityOpt = Annotated[
+    str, typer.Option("--community", "-c", envvar="NETWATCH_SNMP_COMMUNITY", help="v1/v2c community")
+]
+UserOpt = Annotated[str | None, typer.Option("--v3-user", "-u", help="SNMPv3 user name")]
+AuthProtoOpt = Annotated[
+    str | None, typer.Option("--auth-proto", "-a", help="MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512")
+]
+AuthKeyOpt = Annotated[
+    str | None, typer.Option("--auth-key", "-A", envvar="NETWATCH_SNMP_AUTH_KEY", help="v3 auth pass phrase")
+]
+PrivProtoOpt = Annotated[
+    str | None, typer.Option("--priv-proto", "-x", help="DES, AES, AES-192, AES-256 (AES-192-C, AES-256-C: Cisco)")
+]
+PrivKeyOpt = Annotated[
+    str | None, typer.Option("--priv-key", "-X", envvar="NETWATCH_SNMP_PRIV_KEY", help="v3 privacy pass phrase")
+]
+TimeoutOpt = Annotated[str, typer.Option("--timeout", "-t", help="wait for each reply, e.g. 2s or 500ms")]
+RetriesOpt = Annotated[int, typer.Option("--retries", "-r", help="re-sends after a timeout")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="agent config whose snmp entry to use")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="name of the snmp entry in --config")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console().print(message, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _looks_like_oid(text: str | None) -> bool:
+    return bool(text) and text.strip(".").replace(".", "").isdigit() and text.count(".") >= 3  # type: ignore[union-attr]
+
+
+def _host_port(target: str) -> tuple[str, int | None]:
+    if target.startswith("["):  # [v6]:port
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else None
+    if target.count(":") == 1:
+        host, port = target.split(":")
+        return host, int(port)
+    return target, None
+
+
+def _from_config(config: Path, device: str | None) -> tuple[dict[str, Any], str]:
+    from agent import config as agent_config
+
+    try:
+        cfg = agent_config.load(config)
+    except ConfigError as e:
+        raise _fail(f"[red]config error[/red] / 配置错误:\n{e}", EXIT_CONFIG) from None
+    entries = [e for e in cfg.probes if e.kind == "snmp"]
+    if not entries:
+        raise _fail(f"[red]{config} has no snmp entries[/red]", EXIT_CONFIG)
+    if device is None and len(entries) == 1:
+        device = entries[0].name
+    chosen = next((e for e in entries if e.name == device), None)
+    if chosen is None:
+        names = ", ".join(e.name for e in entries)
+        raise _fail(f"[red]no snmp entry named {device!r} in {config}[/red]; there are: {names}", EXIT_CONFIG)
+    assert isinstance(chosen.config, SnmpConfig)
+    # Round-trip through the model keeps secrets' sources (env, file) as the config has them.
+    raw = chosen.config.model_dump(exclude_unset=True)
+    for key in ("community", "auth_key", "priv_key"):
+        secret = getattr(chosen.config, key)
+        if secret is not None:
+            raw[key] = secret.get_secret_value()
+    return raw, chosen.name
+
+
+def build_config(
+    target: str | None,
+    *,
+    version: str,
+    community: str,
+    user: str | None,
+    auth_proto: str | None,
+    auth_key: str | None,
+    priv_proto: str | None,
+    priv_key: str | None,
+    timeout: str,
+    retries: int,
+    config: Path | None,
+    device: str | None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[SnmpConfig, str]:
+    """The device's settings from the options, or from the agent config's entry (TARGET, when
+    given too, replaces the entry's address). Exits 2 with the problem on bad input."""
+    if config is not None:
+        raw, name = _from_config(config, device)
+    elif target is None:
+        raise _fail("[red]give TARGET (host[:port]) or --config FILE --device NAME[/red]", EXIT_CONFIG)
+    else:
+        name = target
+        raw = {"version": version, "request_timeout": timeout, "retries": retries}
+        if version.lower().removeprefix("v") == "3":
+            raw |= {"user": user, "auth_proto": auth_proto, "auth_key": auth_key}
+            raw |= {"priv_proto": priv_proto, "priv_key": priv_key}
+        else:
+            raw["community"] = community
+    if target is not None:
+        try:
+            host, port = _host_port(target)
+        except ValueError:
+            raise _fail(f"[red]TARGET {target!r} must be host or host:port[/red]", EXIT_CONFIG) from None
+        raw["host"] = host
+        if port is not None:
+            raw["port"] = port
+    raw.update(extra or {})
+    try:
+        cfg = SnmpConfig.model_validate({k: v for k, v in raw.items() if v is not None})
+    except ValidationError as e:
+        for p in problems_from(e, SnmpConfig):
+            console().print(f"[red]{p.key or 'options'}: {p.message}[/red] {p.fix}", soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    return cfg, name
+
+
+def show_value(kind: str, value: object) -> object:
+    """A value as people (and JSON) read it: text when the octets are text, else 0x-hex."""
+    if isinstance(value, bytes):
+        text = decode_text(value)
+        printable = all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+        return text if printable and (text or not value) else "0x" + value.hex()
+    return value
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except SnmpError as e:
+        raise _fail(f"[red]{e}[/red]", EXIT_TARGET_DOWN) from None
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - a technician's tool reports, it does not trace back
+        raise _fail(f"[red]failed: {type(e).__name__}: {e}[/red]", EXIT_RUNTIME) from None
+
+
+def _print_varbinds(rows: list[VarBind], as_json: bool, title: str) -> None:
+    if as_json:
+        print_json_lines({"oid": oid, "type": kind, "value": show_value(kind, value)} for oid, kind, value in rows)
+        return
+    table = Table(title=title)
+    table.add_column("oid", no_wrap=True)
+    table.add_column("type", style="cyan")
+    table.add_column("value", overflow="fold")
+    for oid, kind, value in rows:
+        table.add_row(oid, kind, str(show_value(kind, value)))
+    con = console()
+    con.print(table)
+    con.print(f"{len(rows)} values / 个值")
+
+
+@app.command()
+def get(
+    target: TargetArg = None,
+    oids: Annotated[list[str] | None, typer.Argument(help="numeric OIDs, e.g. 1.3.6.1.2.1.1.5.0")] = None,
+    version: VersionOpt = "2c",
+    community: CommunityOpt = "public",
+    v3_user: UserOpt = None,
+    auth_proto: AuthProtoOpt = None,
+    auth_key: AuthKeyOpt = None,
+    priv_proto: PrivProtoOpt = None,
+    priv_key: PrivKeyOpt = None,
+    timeout: TimeoutOpt = "2s",
+    retries: RetriesOpt = 1,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """GET one or more OIDs (as few requests as the device allows)."""
+    if config is not None and _looks_like_oid(target):  # `get --config F --device D OID...`
+        oids, target = [target, *(oids or [])], None  # type: ignore[list-item]
+    if not oids:
+        raise _fail("[red]give at least one OID[/red], e.g. 1.3.6.1.2.1.1.5.0 (sysName.0)", EXIT_CONFIG)
+    cfg, name = build_config(
+        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
+        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+    )  # fmt: skip
+
+    async def main() -> list[VarBind]:
+        session = open_session(cfg)
+        try:
+            return await session.get(oids)
+        finally:
+            await session.close()
+
+    rows = _run(main)
+    _print_varbinds(rows, json, f"GET {name}")
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def walk(
+    target: TargetArg = None,
+    oid: Annotated[str | None, typer.Argument(help="the subtree to walk, e.g. 1.3.6.1.2.1.31.1.1.1.1")] = None,
+    version: VersionOpt = "2c",
+    community: CommunityOpt = "public",
+    v3_user: UserOpt = None,
+    auth_proto: AuthProtoOpt = None,
+    auth_key: AuthKeyOpt = None,
+    priv_proto: PrivProtoOpt = None,
+    priv_key: PrivKeyOpt = None,
+    timeout: TimeoutOpt = "2s",
+    retries: RetriesOpt = 1,
+    max_repetitions: Annotated[int, typer.Option(help="rows per GETBULK request")] = 25,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Walk a subtree (GETBULK; GETNEXT for v1)."""
+    if config is not None and oid is None and _looks_like_oid(target):  # `walk --config F --device D OID`
+        oid, target = target, None
+    if oid is None:
+        raise _fail("[red]give the OID to walk[/red], e.g. 1.3.6.1.2.1.2.2.1.2 (ifDescr)", EXIT_CONFIG)
+    cfg, name = build_config(
+        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
+        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+        extra={"max_repetitions": max_repetitions},
+    )  # fmt: skip
+
+    async def main() -> list[VarBind]:
+        session = open_session(cfg)
+        try:
+            return await session.walk(oid, max_repetitions=cfg.max_repetitions)
+        finally:
+            await session.close()
+
+    rows = _run(main)
+    _print_varbinds(rows, json, f"walk {oid} on {name}")
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def poll(
+    target: TargetArg = None,
+    profile: Annotated[str, typer.Option(help="auto, a profile name, or names joined by commas")] = "auto",
+    version: VersionOpt = "2c",
+    community: CommunityOpt = "public",
+    v3_user: UserOpt = None,
+    auth_proto: AuthProtoOpt = None,
+    auth_key: AuthKeyOpt = None,
+    priv_proto: PrivProtoOpt = None,
+    priv_key: PrivKeyOpt = None,
+    timeout: TimeoutOpt = "2s",
+    retries: RetriesOpt = 1,
+    poll_timeout: Annotated[str, typer.Option(help="time for the whole poll (big chassis take long)")] = "60s",
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Poll the device once with its profiles and print the Samples the agent would send."""
+    from probes.snmp.probe import SnmpProbe
+
+    names = [p.strip() for p in profile.split(",") if p.strip()]
+    extra: dict[str, Any] = {}
+    if names and names != ["auto"]:
+        extra["profile"] = names if len(names) > 1 else names[0]
+    elif config is None:
+        extra["profile"] = "auto"
+    cfg, name = build_config(
+        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
+        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+        extra=extra,
+    )  # fmt: skip
+    try:
+        budget = parse_duration(poll_timeout)
+    except ValueError as e:
+        raise _fail(f"[red]--poll-timeout: {e}[/red]", EXIT_CONFIG) from None
+    probe = SnmpProbe(cfg, name=name, timeout_s=budget)
+
+    async def main() -> list[Sample]:
+        try:
+            return await probe.collect()
+        finally:
+            await probe.aclose()
+
+    samples = _run(main)
+    if json:
+        print_samples_json(samples)
+    else:
+        con = console()
+        con.print(samples_table(samples, title=f"snmp {name} ({cfg.address})"))
+        con.print(summary_line(status_counts(samples)))
+    counts = status_counts(samples)
+    raise typer.Exit(EXIT_TARGET_DOWN if counts["down"] or counts["degraded"] else EXIT_OK)
+
+
+if __name__ == "__main__":
+    app()
