@@ -200,42 +200,11 @@ class Rig:
             time.sleep(0.2)
 
     def assert_sqlite_exact(self, aid: str, expected: list[dict[str, Any]]) -> None:
-        want = {_key(s): s["fields"] for s in expected}
-        assert len(want) == len(expected), "two expected samples share series and time"
-        reader = SqliteSink.open_readonly(self.tmp / "collector" / "metrics.db")
-        try:
-            got: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for m in {s["measurement"] for s in expected}:
-                for s in reader.query(m, tags={"agent": aid}):
-                    got[_key(s.to_dict())] = dict(s.fields)
-        finally:
-            reader.close()
-        missing = want.keys() - got.keys()
-        extra = got.keys() - want.keys()
-        assert not missing and not extra, f"{aid}: {len(missing)} missing, {len(extra)} unexpected"
-        assert got == want
+        assert_sqlite_exact(self.tmp / "collector" / "metrics.db", aid, expected)
 
     def assert_vm_exact(self, aid: str, expected: list[dict[str, Any]], timeout_s: float = 30) -> None:
         assert self.vm is not None
-        want: dict[tuple[Any, ...], float] = {}
-        for s in expected:
-            labels = tuple(sorted((k, v) for k, v in s["tags"].items() if v))
-            for f, v in s["fields"].items():
-                if not isinstance(v, str):
-                    want[(f"{s['measurement']}_{f}", labels, s["time"] // 1_000_000)] = float(v)
-        series = self.vm.wait_for_points(f'{{agent="{aid}"}}', len(want), timeout_s=timeout_s)
-        got: dict[tuple[Any, ...], float] = {}
-        for ser in series:
-            name = ser["metric"]["__name__"]
-            labels = tuple(sorted((k, v) for k, v in ser["metric"].items() if k != "__name__"))
-            for v, ts in zip(ser["values"], ser["timestamps"], strict=True):
-                key = (name, labels, ts)
-                assert key not in got, f"stored twice in VictoriaMetrics: {key}"
-                got[key] = float(v)
-        assert got.keys() == want.keys(), (
-            f"{aid}: {len(want.keys() - got.keys())} missing, {len(got.keys() - want.keys())} extra"
-        )
-        assert all(math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-12) for k, v in want.items())
+        assert_vm_exact(self.vm, aid, expected, timeout_s)
 
     def assert_batches_once(self, aid: str) -> None:
         """The collector's own account: every batch number the agent used, stored once."""
@@ -243,6 +212,51 @@ class Rig:
         st = read_stats(self.tmp / f"{aid}-spool.db")
         row = {a["id"]: a for a in self.col.get("/api/agents")}[aid]
         assert row["batches"] == st.last_seq and row["last_seq"] == st.last_seq, (row, st)
+
+
+def assert_sqlite_exact(db: Path, aid: str, expected: list[dict[str, Any]]) -> None:
+    """SQLite holds exactly ``expected`` for ``aid``: same series, times, fields and field types."""
+    want = {_key(s): s["fields"] for s in expected}
+    assert len(want) == len(expected), "two expected samples share series and time"
+    reader = SqliteSink.open_readonly(db)
+    try:
+        got: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for m in {s["measurement"] for s in expected}:
+            for s in reader.query(m, tags={"agent": aid}):
+                got[_key(s.to_dict())] = dict(s.fields)
+    finally:
+        reader.close()
+    missing = want.keys() - got.keys()
+    extra = got.keys() - want.keys()
+    assert not missing and not extra, f"{aid}: {len(missing)} missing, {len(extra)} unexpected"
+    assert got == want
+    # == takes 1, 1.0 and True for one another: the types must match too
+    assert {k: {f: type(v) for f, v in d.items()} for k, d in got.items()} == {
+        k: {f: type(v) for f, v in d.items()} for k, d in want.items()
+    }
+
+
+def assert_vm_exact(vm: Any, aid: str, expected: list[dict[str, Any]], timeout_s: float = 30) -> None:
+    """VictoriaMetrics holds every numeric field of ``expected`` once, as {measurement}_{field} at ms time."""
+    want: dict[tuple[Any, ...], float] = {}
+    for s in expected:
+        labels = tuple(sorted((k, v) for k, v in s["tags"].items() if v))
+        for f, v in s["fields"].items():
+            if not isinstance(v, str):
+                want[(f"{s['measurement']}_{f}", labels, s["time"] // 1_000_000)] = float(v)
+    series = vm.wait_for_points(f'{{agent="{aid}"}}', len(want), timeout_s=timeout_s)
+    got: dict[tuple[Any, ...], float] = {}
+    for ser in series:
+        name = ser["metric"]["__name__"]
+        labels = tuple(sorted((k, v) for k, v in ser["metric"].items() if k != "__name__"))
+        for v, ts in zip(ser["values"], ser["timestamps"], strict=True):
+            key = (name, labels, ts)
+            assert key not in got, f"stored twice in VictoriaMetrics: {key}"
+            got[key] = float(v)
+    assert got.keys() == want.keys(), (
+        f"{aid}: {len(want.keys() - got.keys())} missing, {len(got.keys() - want.keys())} extra"
+    )
+    assert all(math.isclose(got[k], v, rel_tol=1e-12, abs_tol=1e-12) for k, v in want.items())
 
 
 def _key(s: dict[str, Any]) -> tuple[Any, ...]:
