@@ -3,96 +3,20 @@ what the WeCom robot, the DingTalk robot (signature checked) and a json:// webho
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import socket
-import threading
+import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from e2e.procs import CollectorProc, Proc, agent_proc
 from services import free_port
 
+sys.path.insert(0, str(Path(__file__).parent))
+from e2e_helpers import SECRET, Link, Recorder  # noqa: E402
+
 pytestmark = pytest.mark.e2e
-SECRET = "SECtest0123456789"
-
-
-class Recorder:
-    """Plays the WeCom and DingTalk robot APIs and a generic webhook; keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.got: dict[str, list[str]] = {"wecom": [], "dingtalk": [], "json": []}
-        self.bad: list[str] = []
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                url = urllib.parse.urlsplit(self.path)
-                q = urllib.parse.parse_qs(url.query)
-                if url.path == "/cgi-bin/webhook/send":
-                    if body.get("msgtype") != "markdown" or not isinstance(body["markdown"].get("content"), str):
-                        rec.bad.append(f"wecom shape: {body}")
-                    rec.got["wecom"].append(body["markdown"]["content"])
-                elif url.path == "/robot/send":
-                    ts = q["timestamp"][0]
-                    want = base64.b64encode(
-                        hmac.new(SECRET.encode(), f"{ts}\n{SECRET}".encode(), hashlib.sha256).digest()
-                    )
-                    if q["sign"][0].encode() != want or abs(int(ts) / 1000 - time.time()) > 3600:
-                        rec.bad.append(f"dingtalk signature: {q}")
-                    rec.got["dingtalk"].append(body["markdown"]["text"])
-                else:
-                    rec.got["json"].append(body.get("message", ""))
-                out = b'{"errcode":0,"errmsg":"ok"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def count(self) -> dict[str, int]:
-        return {k: len(v) for k, v in self.got.items()}
-
-    def wait(self, n: int, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while min(self.count().values()) < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Link:
-    """A loopback port the city agent probes as the county's uplink: close() is the cut."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.sock: socket.socket | None = None
-        self.open()
-
-    def open(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", self.port))  # backlog accepts: tcp probe ok
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 RULES = """
