@@ -24,8 +24,11 @@ from probes.model import Sample
 log = logging.getLogger("netwatch.collector")
 
 MAX_MESSAGES_PER_WRITE = 500
-#: how long the writer waits for more messages to share a transaction with the first
+#: how long the writer may gather messages into one transaction with the first...
 GATHER_S = 0.1
+#: ...but it stops as soon as none has come for this long: a broker with one message in
+#: flight sends the next only after our ack, so waiting longer would only stall it.
+GATHER_IDLE_S = 0.005
 COUNTERS_EVERY_S = 5.0
 SELF_METRICS_EVERY_S = 30.0
 PRUNE_EVERY_S = 3600.0
@@ -256,7 +259,7 @@ class Collector:
             # transaction rewrites hundreds of SQLite pages for a few hundred samples.
             gather_until = time.monotonic() + GATHER_S
             while first is not None and len(msgs) < MAX_MESSAGES_PER_WRITE:
-                wait = gather_until - time.monotonic()
+                wait = min(GATHER_IDLE_S, gather_until - time.monotonic())
                 try:
                     msgs.append(self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait())
                 except queue.Empty:
