@@ -99,6 +99,9 @@ def test_bad_samples_are_dropped_and_counted_not_the_batch() -> None:
             ["m", {}, {}, NOW],
             ["m", {}, {"v": [1]}, NOW],
             ["m", {}, {"v": {"nested": 1}}, NOW],
+        [["not", "a", "name"], {}, {"v": 1}, NOW],
+        ["m", {"t": ["unhashable"]}, {"v": 1}, NOW],
+        ["m", {"t": {"x": 1}}, {"v": 1}, NOW],
             ["m", {}, {"v": 1}, NOW + 30 * day],
             ["m", {}, {"v": 1}, NOW - 1000 * day],
             "not a list",
@@ -106,7 +109,7 @@ def test_bad_samples_are_dropped_and_counted_not_the_batch() -> None:
     }
     env = wire.decode(_body(doc), topic_agent="a", now_ns=NOW)
     assert [s.measurement for s in env.samples] == ["ok"]
-    assert env.dropped == {"bad_sample": 6, "bad_time": 2}
+    assert env.dropped == {"bad_sample": 9, "bad_time": 2}
 
 
 def test_nan_and_inf_are_refused_as_bad_samples() -> None:
