@@ -22,7 +22,7 @@ from probes.configfile import ConfigError, problems_from
 from probes.model import Sample
 from probes.snmp.config import SnmpConfig
 from probes.snmp.poll import decode_text
-from probes.snmp.session import SnmpError, VarBind, open_session
+from probes.snmp.session import SnmpError, SnmpSession, VarBind, open_session
 
 EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
 T = TypeVar("T")
@@ -189,6 +189,15 @@ def _print_varbinds(rows: list[VarBind], as_json: bool, title: str) -> None:
     con.print(f"{len(rows)} values / 个值")
 
 
+async def _with_session(cfg: Any, op: Callable[[SnmpSession], Awaitable[list[VarBind]]]) -> list[VarBind]:
+    """Open the device's session, run one operation, always close it."""
+    session = open_session(cfg)
+    try:
+        return await op(session)
+    finally:
+        await session.close()
+
+
 @app.command()
 def get(
     target: TargetArg = None,
@@ -216,14 +225,7 @@ def get(
         priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
     )  # fmt: skip
 
-    async def main() -> list[VarBind]:
-        session = open_session(cfg)
-        try:
-            return await session.get(oids)
-        finally:
-            await session.close()
-
-    rows = _run(main)
+    rows = _run(lambda: _with_session(cfg, lambda session: session.get(oids)))
     _print_varbinds(rows, json, f"GET {name}")
     raise typer.Exit(EXIT_OK)
 
@@ -257,14 +259,7 @@ def walk(
         extra={"max_repetitions": max_repetitions},
     )  # fmt: skip
 
-    async def main() -> list[VarBind]:
-        session = open_session(cfg)
-        try:
-            return await session.walk(oid, max_repetitions=cfg.max_repetitions)
-        finally:
-            await session.close()
-
-    rows = _run(main)
+    rows = _run(lambda: _with_session(cfg, lambda session: session.walk(oid, max_repetitions=cfg.max_repetitions)))
     _print_varbinds(rows, json, f"walk {oid} on {name}")
     raise typer.Exit(EXIT_OK)
 
