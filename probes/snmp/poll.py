@@ -536,8 +536,9 @@ def _entity_sensor(fields: dict[str, Any], tags: dict[str, str]) -> bool:
 
 def _derive(fields: dict[str, Any], derive: Mapping[str, Any]) -> None:
     for name, d in derive.items():
-        args = [fields.get(i) for i in d.inputs()]
-        if any(not isinstance(a, int | float) or isinstance(a, bool) for a in args):
+        given = [fields.get(i) for i in d.inputs()]
+        args = [a for a in given if isinstance(a, int | float) and not isinstance(a, bool)]
+        if len(args) != len(given):
             continue
         if d.sum:
             value: float | None = sum(args)
