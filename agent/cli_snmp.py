@@ -21,8 +21,9 @@ from probes.base import parse_duration
 from probes.configfile import ConfigError, problems_from
 from probes.model import Sample
 from probes.snmp.config import SnmpConfig
+from probes.snmp.connect import open_session
 from probes.snmp.poll import decode_text
-from probes.snmp.session import SnmpError, SnmpSession, VarBind, open_session
+from probes.snmp.session import SnmpError, SnmpSession, VarBind
 
 EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
 T = TypeVar("T")

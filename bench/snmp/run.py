@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from probes.snmp import fastwalk  # noqa: E402
+from probes.snmp import ber, fastwalk  # noqa: E402
 
 COMMUNITY = "public"
 #: the same GETBULK max-repetitions for every side (snmp_exporter's default)
@@ -93,7 +93,7 @@ def start_snmpd(work: Path) -> tuple[subprocess.Popen[bytes], int]:
             env=env,
             start_new_session=True,
         )
-    probe = fastwalk.encode_message(1, COMMUNITY.encode(), fastwalk.GET, 1, 0, 0, [("1.3.6.1.2.1.1.3.0", "Null", None)])
+    probe = ber.encode_message(1, COMMUNITY.encode(), ber.GET, 1, 0, 0, [("1.3.6.1.2.1.1.3.0", "Null", None)])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.1)
         for _ in range(100):
@@ -260,7 +260,7 @@ async def fast_walks(port: int, subtrees: list[str], n: int, *, cold: bool, time
         for _ in range(n):
             for base in subtrees:
                 if cold:
-                    fastwalk._HEADS.clear()
+                    ber._HEADS.clear()
                 got += len(await s.walk(base, max_repetitions=MAX_REPETITIONS))
         return got
     finally:

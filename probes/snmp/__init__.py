@@ -1,2 +1,3 @@
-"""SNMP: polling devices with profiles as data (probe.py), the trap receiver (traps.py) and the fast
-v1/v2c transport (fastwalk.py), all behind the session interface in session.py."""
+"""SNMP: polling devices with profiles as data (probe.py), the trap receiver (traps.py), and the session
+(session.py) over two transports: our BER fast path for v1/v2c (ber.py, fastwalk.py) and pysnmp
+(pysnmp_session.py); connect.py picks one per device."""

@@ -12,8 +12,9 @@ from typing import ClassVar
 from probes.base import Probe
 from probes.model import Sample, Status, status_sample
 from probes.snmp.config import SnmpConfig
+from probes.snmp.connect import open_session
 from probes.snmp.poll import Poller
-from probes.snmp.session import SnmpAuthError, SnmpError, SnmpSession, open_session
+from probes.snmp.session import SnmpAuthError, SnmpError, SnmpSession
 
 log = logging.getLogger("netwatch.snmp")
 _SHOWN_PROBLEMS = 3

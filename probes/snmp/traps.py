@@ -8,15 +8,17 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import orjson
 
 from probes.base import Emit, Listener
 from probes.model import EventSeverity, Sample, event_sample
-from probes.snmp.fastwalk import TYPE_OF_TAG, VarBind
+from probes.ratelimit import TokenBucket
+from probes.snmp.pysnmp_session import auth_protocol, priv_protocol, to_varbind
+from probes.snmp.session import VarBind
 from probes.snmp.traps_config import TrapConfig, TrapUser, engine_id_bytes
 
 log = logging.getLogger("netwatch.probes.snmp.traps")
@@ -208,43 +210,21 @@ def _link(name: str, rest: Sequence[VarBind], fields: dict[str, Any], tags: dict
     return f"link {'down' if name == 'linkDown' else 'up'} on {where}" + (f" ({states})" if states else "")
 
 
-def plain_varbinds(var_binds: Sequence[tuple[Any, Any]]) -> list[VarBind]:
-    """pysnmp (ObjectName, value) pairs → our (oid, type name, plain value) triples, without MIBs."""
-    out: list[VarBind] = []
-    for name, value in var_binds:
-        tag = value.tagSet[-1] if value.tagSet else None
-        code = (tag.tagClass | tag.tagFormat | tag.tagId) if tag is not None else -1
-        typ = TYPE_OF_TAG.get(code, type(value).__name__)
-        plain: object
-        if typ in ("OctetString", "Opaque"):
-            plain = bytes(value.asOctets())
-        elif typ == "IpAddress":
-            plain = socket.inet_ntoa(bytes(value.asOctets()))
-        elif typ == "ObjectIdentifier":
-            plain = ".".join(map(str, value.asTuple()))
-        elif typ in ("Null", "NoSuchObject", "NoSuchInstance", "EndOfMibView"):
-            plain = None
-        else:
-            try:
-                plain = int(value)
-            except (TypeError, ValueError):
-                plain = value.prettyPrint()
-        out.append((".".join(map(str, name.asTuple())), typ, plain))
-    return out
-
-
 # --- the listener ------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
 class _Counters:
-    __slots__ = ("received", "events", "unknown_source", "bad_community", "bad_auth", "malformed", "rate_limited")
-
-    def __init__(self) -> None:
-        for k in self.__slots__:
-            setattr(self, k, 0)
+    received: int = 0
+    events: int = 0
+    unknown_source: int = 0
+    bad_community: int = 0
+    bad_auth: int = 0
+    malformed: int = 0
+    rate_limited: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # pysnmp's own counters (the SNMPv2-MIB and USM statistics it keeps anyway) -> our names
@@ -264,24 +244,6 @@ _ENGINE_COUNTERS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
-_AUTH = {
-    "MD5": "USM_AUTH_HMAC96_MD5",
-    "SHA": "USM_AUTH_HMAC96_SHA",
-    "SHA-224": "USM_AUTH_HMAC128_SHA224",
-    "SHA-256": "USM_AUTH_HMAC192_SHA256",
-    "SHA-384": "USM_AUTH_HMAC256_SHA384",
-    "SHA-512": "USM_AUTH_HMAC384_SHA512",
-}
-_PRIV = {
-    "DES": "USM_PRIV_CBC56_DES",
-    "AES": "USM_PRIV_CFB128_AES",
-    "AES-128": "USM_PRIV_CFB128_AES",
-    "AES-192": "USM_PRIV_CFB192_AES_BLUMENTHAL",
-    "AES-256": "USM_PRIV_CFB256_AES_BLUMENTHAL",
-    "AES-192-C": "USM_PRIV_CFB192_AES",
-    "AES-256-C": "USM_PRIV_CFB256_AES",
-}
-
 #: unknown source addresses remembered for "log once" (beyond this, they are only counted)
 _LOGGED_SOURCES_MAX = 1024
 
@@ -292,10 +254,10 @@ class TrapListener(Listener):
     ``stats_interval``, emitted as a ``snmp_trap_stats`` Sample."""
 
     kind: ClassVar[str] = "snmp_traps"
-    config_model: ClassVar[type[TrapConfig]] = TrapConfig  # type: ignore[assignment]
+    config_model: ClassVar[type[TrapConfig]] = TrapConfig
     config: TrapConfig
 
-    def __init__(self, config: TrapConfig, *, name: str) -> None:  # type: ignore[override]
+    def __init__(self, config: TrapConfig, *, name: str) -> None:
         super().__init__(config, name=name)
         self._own = _Counters()
         #: engine counters folded in from earlier runs (the agent restarts a listener that failed)
@@ -305,8 +267,8 @@ class TrapListener(Listener):
         self.bound: tuple[str, int] | None = None
         self._logged_sources: set[str] = set()
         self._rate = config.max_events_per_s
-        self._tokens = 2 * self._rate
-        self._last_refill = time.monotonic()
+        # a burst of two seconds' worth (see TrapConfig.max_events_per_s)
+        self._bucket = TokenBucket(self._rate, burst=2 * self._rate)
         self._storm = False
         self._context: dict[str, Any] = {}
 
@@ -358,11 +320,7 @@ class TrapListener(Listener):
         return False
 
     def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(2 * self._rate, self._tokens + (now - self._last_refill) * self._rate)
-        self._last_refill = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._bucket.take(1):
             if self._storm:
                 self._storm = False
                 log.info("%s: trap rate back under %g/s", self.name, self._rate)
@@ -391,7 +349,7 @@ class TrapListener(Listener):
             version = VERSION_OF_MP.get(int(variables.get("messageProcessingModel", 1)), "2c")
             user = str(variables.get("securityName", "")) if version == "3" else None
             sample = trap_event(
-                plain_varbinds(var_binds),
+                [to_varbind(name, value) for name, value in var_binds],
                 sender_ip=sender,
                 device=self.config.devices.get(sender),
                 version=version,
@@ -419,7 +377,8 @@ class TrapListener(Listener):
         for i, community in enumerate(self.config.community_list()):
             snmp_config.add_v1_system(eng, f"netwatch-{i}", community)
         for user in self.config.users:
-            for engine_id in user.engine_ids or [None]:
+            engine_ids: list[str | None] = [*user.engine_ids] or [None]
+            for engine_id in engine_ids:
                 _add_user(
                     eng, snmp_config, user, None if engine_id is None else OctetString(engine_id_bytes(engine_id))
                 )
@@ -478,9 +437,9 @@ class TrapListener(Listener):
 def _add_user(eng: Any, snmp_config: Any, user: TrapUser, engine_id: Any) -> None:
     kwargs: dict[str, Any] = {}
     if user.auth_proto is not None:
-        kwargs.update(authProtocol=getattr(snmp_config, _AUTH[user.auth_proto]), authKey=user.key("auth"))
+        kwargs.update(authProtocol=auth_protocol(user.auth_proto), authKey=user.key("auth"))
     if user.priv_proto is not None:
-        kwargs.update(privProtocol=getattr(snmp_config, _PRIV[user.priv_proto]), privKey=user.key("priv"))
+        kwargs.update(privProtocol=priv_protocol(user.priv_proto), privKey=user.key("priv"))
     if engine_id is not None:
         kwargs["securityEngineId"] = engine_id
     snmp_config.add_v3_user(eng, user.user, **kwargs)
@@ -500,7 +459,7 @@ def _socket_class(base: type) -> type:
     """pysnmp's UDP transport, with our gate in front: count every datagram, drop unknown sources
     before any parsing, and keep a failure in pysnmp's processing from escaping as anything but a count."""
 
-    class _Gated(base):  # type: ignore[misc, valid-type]
+    class _Gated(base):  # type: ignore[misc]
         def __init__(self, owner: TrapListener) -> None:
             super().__init__()
             self._owner = owner

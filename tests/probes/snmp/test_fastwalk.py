@@ -1,4 +1,4 @@
-"""The fast v1/v2c path (probes/snmp/fastwalk.py): property tests of our BER codec, a differential test
+"""The fast v1/v2c path (probes/snmp/fastwalk.py): property tests of our BER codec (ber.py), a differential test
 against pysnmp's own encoder/decoder, the client's edge cases against a scripted agent, and walks of a
 real net-snmp ``snmpd`` on loopback compared varbind for varbind with ``snmpbulkwalk``."""
 
@@ -23,8 +23,12 @@ from pyasn1.codec.ber import encoder as ber_encoder
 from pysnmp.proto import api, rfc1902, rfc1905
 from pysnmp.proto.api import v2c as pv2c
 
+from probes.snmp import ber
 from probes.snmp import fastwalk as fw
-from probes.snmp.fastwalk import BerError, FastSession, SnmpError, SnmpTimeout, VarBind
+from probes.snmp import session as snmp_session
+from probes.snmp.ber import BerError
+from probes.snmp.fastwalk import FastSession
+from probes.snmp.session import SnmpError, SnmpTimeout, VarBind
 
 NET_SNMP_ENV = {**os.environ, "MIBS": "", "MIBDIRS": "/nonexistent"}
 
@@ -57,7 +61,7 @@ varbinds = st.lists(
 messages = st.tuples(
     st.sampled_from([0, 1]),
     st.binary(max_size=40),
-    st.sampled_from(sorted(fw._PDU_TAGS)),
+    st.sampled_from(sorted(ber._PDU_TAGS)),
     st.integers(-(2**31), 2**31 - 1),
     st.integers(0, 18),
     st.integers(0, 2**31 - 1),
@@ -70,12 +74,12 @@ messages = st.tuples(
 
 @given(oids)
 def test_oid_round_trip(oid: str) -> None:
-    assert fw.decode_oid(fw.encode_oid_content(oid)) == oid
+    assert ber.decode_oid(ber.encode_oid_content(oid)) == oid
 
 
 @given(st.integers(-(2**70), 2**70))
 def test_integer_content_is_minimal_twos_complement(v: int) -> None:
-    b = fw.encode_int_content(v)
+    b = ber.encode_int_content(v)
     assert int.from_bytes(b, "big", signed=True) == v
     # minimal: dropping the first byte would change the value (or leave nothing)
     assert len(b) == 1 or int.from_bytes(b[1:], "big", signed=True) != v
@@ -84,8 +88,8 @@ def test_integer_content_is_minimal_twos_complement(v: int) -> None:
 @given(messages)
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 def test_message_round_trip(m: tuple[Any, ...]) -> None:
-    data = fw.encode_message(*m)
-    got = fw.decode_message(data)
+    data = ber.encode_message(*m)
+    got = ber.decode_message(data)
     assert (got.version, got.community, got.pdu_tag, got.request_id, got.error_status, got.error_index) == m[:6]
     assert got.varbinds == [(o, t, v) for o, t, v in m[6]]
 
@@ -97,39 +101,39 @@ def test_long_lengths_and_big_values_round_trip() -> None:
         ("1.3.6.1.4.1.2011.5.25.31.1.1.1.1.5.16777216", "Integer", -(2**31)),
         ("2.999.1", "ObjectIdentifier", "1.3.6.1.4.1.4294967295"),
     ]
-    data = fw.encode_message(1, b"c" * 200, fw.RESPONSE, 1, 0, 0, vbs)
+    data = ber.encode_message(1, b"c" * 200, ber.RESPONSE, 1, 0, 0, vbs)
     assert data[1] == 0x82  # the message length takes two bytes
-    assert fw.decode_message(data).varbinds == vbs
+    assert ber.decode_message(data).varbinds == vbs
 
 
 @given(st.binary(max_size=200))
 @settings(max_examples=500)
 def test_random_bytes_are_rejected_only_as_ber_errors(data: bytes) -> None:
     with contextlib.suppress(BerError):
-        fw.decode_message(data)
+        ber.decode_message(data)
 
 
 @given(messages, st.data())
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_truncated_or_corrupted_messages_never_escape_as_other_errors(m: tuple[Any, ...], data: st.DataObject) -> None:
-    msg = fw.encode_message(*m)
+    msg = ber.encode_message(*m)
     cut = data.draw(st.integers(0, len(msg) - 1))
     with pytest.raises(BerError):
-        fw.decode_message(msg[:cut])
+        ber.decode_message(msg[:cut])
     i = data.draw(st.integers(0, len(msg) - 1))
     corrupted = msg[:i] + bytes([data.draw(st.integers(0, 255))]) + msg[i + 1 :]
     with contextlib.suppress(BerError):
-        fw.decode_message(corrupted)
+        ber.decode_message(corrupted)
 
 
 def test_non_minimal_and_truncated_oids_are_refused() -> None:
     for bad in (b"", b"\x2b\x06\x81", b"\x2b\x80\x01", b"\x2b\x06\x80\x7f"):
         with pytest.raises(BerError):
-            fw.decode_oid(bad)
+            ber.decode_oid(bad)
     with pytest.raises(ValueError):
-        fw.encode_oid_content("1.40")
+        ber.encode_oid_content("1.40")
     with pytest.raises(ValueError):
-        fw.encode_oid_content("ifDescr")
+        ber.encode_oid_content("ifDescr")
 
 
 # --- differential: pysnmp's own BER encoder and decoder agree with ours -----------------------
@@ -150,7 +154,7 @@ _PYSNMP_CLASS: dict[str, Callable[[Any], Any]] = {
     "NoSuchInstance": lambda _: rfc1905.noSuchInstance,
     "EndOfMibView": lambda _: rfc1905.endOfMibView,
 }
-_PYSNMP_PDU = {fw.GET: pv2c.GetRequestPDU, fw.GETNEXT: pv2c.GetNextRequestPDU, fw.RESPONSE: pv2c.ResponsePDU}
+_PYSNMP_PDU = {ber.GET: pv2c.GetRequestPDU, ber.GETNEXT: pv2c.GetNextRequestPDU, ber.RESPONSE: pv2c.ResponsePDU}
 
 
 def _from_pysnmp(name: Any, value: Any) -> VarBind:
@@ -176,7 +180,7 @@ pysnmp_request_ids = st.integers(0, 214_783_647)
 @given(st.binary(max_size=40), pysnmp_request_ids, st.integers(0, 18), st.integers(0, 100), varbinds)
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 def test_pysnmp_decodes_what_we_encode(community: bytes, rid: int, status: int, index: int, vbs: list[VarBind]) -> None:
-    data = fw.encode_message(1, community, fw.RESPONSE, rid, status, index, vbs)
+    data = ber.encode_message(1, community, ber.RESPONSE, rid, status, index, vbs)
     msg, rest = ber_decoder.decode(data, asn1Spec=pv2c.Message())
     assert rest == b""
     pdu = pv2c.apiMessage.get_pdu(msg)
@@ -198,19 +202,19 @@ def test_we_decode_what_pysnmp_encodes(community: bytes, rid: int, tag: int, vbs
     pv2c.apiMessage.set_defaults(msg)
     pv2c.apiMessage.set_community(msg, community)
     pv2c.apiMessage.set_pdu(msg, pdu)
-    got = fw.decode_message(ber_encoder.encode(msg))
+    got = ber.decode_message(ber_encoder.encode(msg))
     assert (got.version, got.community, got.pdu_tag, got.request_id) == (1, community, tag, rid)
     assert got.varbinds == vbs
 
 
 def test_pysnmp_reads_our_getbulk_and_v1_getnext_requests() -> None:
-    data = fw.encode_message(1, b"public", fw.GETBULK, 77, 0, 25, [("1.3.6.1.2.1.2", "Null", None)])
+    data = ber.encode_message(1, b"public", ber.GETBULK, 77, 0, 25, [("1.3.6.1.2.1.2", "Null", None)])
     msg, _ = ber_decoder.decode(data, asn1Spec=pv2c.Message())
     pdu = pv2c.apiMessage.get_pdu(msg)
     assert (pv2c.apiBulkPDU.get_non_repeaters(pdu), pv2c.apiBulkPDU.get_max_repetitions(pdu)) == (0, 25)
     assert [str(n) for n, _ in pv2c.apiBulkPDU.get_varbinds(pdu)] == ["1.3.6.1.2.1.2"]
     v1 = api.PROTOCOL_MODULES[api.SNMP_VERSION_1]
-    data = fw.encode_message(0, b"public", fw.GETNEXT, 78, 0, 0, [("1.3.6.1.2.1.1", "Null", None)])
+    data = ber.encode_message(0, b"public", ber.GETNEXT, 78, 0, 0, [("1.3.6.1.2.1.1", "Null", None)])
     msg, _ = ber_decoder.decode(data, asn1Spec=v1.Message())
     assert int(v1.apiMessage.get_version(msg)) == 0
     assert int(v1.apiPDU.get_request_id(v1.apiMessage.get_pdu(msg))) == 78
@@ -226,10 +230,10 @@ class FakeAgent(asyncio.DatagramProtocol):
         self.table = sorted(table, key=lambda vb: tuple(map(int, vb[0].split("."))))
         self.keys = [tuple(map(int, vb[0].split("."))) for vb in self.table]
         self.community = community
-        self.requests: list[fw.Message] = []
+        self.requests: list[ber.Message] = []
         self.transport: asyncio.DatagramTransport | None = None
         #: called with the request; returns a list of datagrams to send instead of the answer, or None
-        self.bend: Callable[[fw.Message], list[bytes] | None] = lambda m: None
+        self.bend: Callable[[ber.Message], list[bytes] | None] = lambda m: None
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -243,20 +247,20 @@ class FakeAgent(asyncio.DatagramProtocol):
         i = bisect.bisect_right(self.keys, tuple(map(int, oid.split("."))))
         return self.table[i] if i < len(self.keys) else None
 
-    def answer(self, m: fw.Message) -> bytes:
+    def answer(self, m: ber.Message) -> bytes:
         vbs: list[VarBind] = []
         status = index = 0
-        if m.pdu_tag == fw.GET:
+        if m.pdu_tag == ber.GET:
             for i, (oid, _, _) in enumerate(m.varbinds):
                 hit = next((vb for vb in self.table if vb[0] == oid), None)
                 if hit is None and m.version == 0:
-                    status, index, vbs = fw.NO_SUCH_NAME, i + 1, list(m.varbinds)
+                    status, index, vbs = snmp_session.NO_SUCH_NAME, i + 1, list(m.varbinds)
                     break
                 vbs.append(hit or (oid, "NoSuchObject", None))
-        elif m.pdu_tag == fw.GETNEXT:
+        elif m.pdu_tag == ber.GETNEXT:
             hit = self.after(m.varbinds[0][0])
             if hit is None:
-                status, index, vbs = fw.NO_SUCH_NAME, 1, list(m.varbinds)
+                status, index, vbs = snmp_session.NO_SUCH_NAME, 1, list(m.varbinds)
             else:
                 vbs = [hit]
         else:  # GETBULK, one repeater
@@ -268,10 +272,10 @@ class FakeAgent(asyncio.DatagramProtocol):
                     break
                 vbs.append(hit)
                 oid = hit[0]
-        return fw.encode_message(m.version, self.community, fw.RESPONSE, m.request_id, status, index, vbs)
+        return ber.encode_message(m.version, self.community, ber.RESPONSE, m.request_id, status, index, vbs)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        m = fw.decode_message(data)
+        m = ber.decode_message(data)
         self.requests.append(m)
         if m.community != self.community:
             return
@@ -309,8 +313,8 @@ async def test_walk_stops_at_the_subtree_end_in_v2c_and_v1(agent: FakeAgent) -> 
         assert await s.walk("1.3.6.1.2.1.31", max_repetitions=7) == [vb for vb in IF_TABLE if ".31." in vb[0]]
         assert await s.walk("1.3.6.1.2.1.4.1.0", max_repetitions=7) == []  # a leaf has no subtree
         await s.close()
-    bulk = [r for r in agent.requests if r.pdu_tag == fw.GETBULK]
-    assert bulk and all(r.error_index == 7 for r in bulk) and any(r.pdu_tag == fw.GETNEXT for r in agent.requests)
+    bulk = [r for r in agent.requests if r.pdu_tag == ber.GETBULK]
+    assert bulk and all(r.error_index == 7 for r in bulk) and any(r.pdu_tag == ber.GETNEXT for r in agent.requests)
 
 
 async def test_get_in_v2c_and_v1_answers_missing_oids_alike(agent: FakeAgent) -> None:
@@ -324,10 +328,10 @@ async def test_get_in_v2c_and_v1_answers_missing_oids_alike(agent: FakeAgent) ->
 async def test_garbage_late_and_foreign_replies_are_dropped_and_counted(agent: FakeAgent) -> None:
     before = fw.transport_stats()
 
-    def bend(m: fw.Message) -> list[bytes]:
+    def bend(m: ber.Message) -> list[bytes]:
         good = agent.answer(m)
-        wrong_id = fw.encode_message(1, b"public", fw.RESPONSE, m.request_id + 1, 0, 0, [("1.3.6.1", "Integer", 1)])
-        wrong_community = fw.encode_message(1, b"other", fw.RESPONSE, m.request_id, 0, 0, [("1.3.6.1", "Null", None)])
+        wrong_id = ber.encode_message(1, b"public", ber.RESPONSE, m.request_id + 1, 0, 0, [("1.3.6.1", "Integer", 1)])
+        wrong_community = ber.encode_message(1, b"other", ber.RESPONSE, m.request_id, 0, 0, [("1.3.6.1", "Null", None)])
         return [os.urandom(40), good[:-5], b"\x30\x00", wrong_id, wrong_community, good]
 
     agent.bend = bend
@@ -360,7 +364,7 @@ async def test_no_answer_is_a_timeout_after_the_retries_with_one_request_id(agen
 async def test_an_agent_that_loops_is_cut_where_it_repeats(agent: FakeAgent) -> None:
     # rows 1..3, then back to row 2: the walk keeps what came before the repeat, like the pysnmp path
     rows = [(f"1.3.6.1.2.1.2.2.1.1.{i}", "Integer", i) for i in (1, 2, 3, 2, 3)]
-    agent.bend = lambda m: [fw.encode_message(1, b"public", fw.RESPONSE, m.request_id, 0, 0, rows)]
+    agent.bend = lambda m: [ber.encode_message(1, b"public", ber.RESPONSE, m.request_id, 0, 0, rows)]
     s = session(agent.port)
     assert await s.walk("1.3.6.1.2.1.2", max_repetitions=10) == rows[:3]
     assert len(agent.requests) == 1
@@ -368,12 +372,12 @@ async def test_an_agent_that_loops_is_cut_where_it_repeats(agent: FakeAgent) -> 
 
 
 async def test_an_agent_that_never_ends_is_bounded(agent: FakeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fw, "MAX_WALK_ROWS", 100)
+    monkeypatch.setattr(snmp_session, "MAX_WALK_ROWS", 100)
 
-    def bend(m: fw.Message) -> list[bytes]:
+    def bend(m: ber.Message) -> list[bytes]:
         n = int(m.varbinds[0][0].rsplit(".", 1)[1]) if m.varbinds[0][0].count(".") > 6 else 0
         rows = [(f"1.3.6.1.2.1.2.2.1.1.{n + i}", "Integer", 0) for i in range(1, 11)]
-        return [fw.encode_message(1, b"public", fw.RESPONSE, m.request_id, 0, 0, rows)]
+        return [ber.encode_message(1, b"public", ber.RESPONSE, m.request_id, 0, 0, rows)]
 
     agent.bend = bend
     s = session(agent.port)
@@ -384,9 +388,9 @@ async def test_an_agent_that_never_ends_is_bounded(agent: FakeAgent, monkeypatch
 
 
 async def test_too_big_halves_the_repetitions(agent: FakeAgent) -> None:
-    def bend(m: fw.Message) -> list[bytes] | None:
-        if m.pdu_tag == fw.GETBULK and m.error_index > 6:
-            return [fw.encode_message(1, b"public", fw.RESPONSE, m.request_id, fw.TOO_BIG, 0, [])]
+    def bend(m: ber.Message) -> list[bytes] | None:
+        if m.pdu_tag == ber.GETBULK and m.error_index > 6:
+            return [ber.encode_message(1, b"public", ber.RESPONSE, m.request_id, snmp_session.TOO_BIG, 0, [])]
         return None
 
     agent.bend = bend
@@ -397,7 +401,7 @@ async def test_too_big_halves_the_repetitions(agent: FakeAgent) -> None:
 
 
 async def test_error_status_is_an_error_naming_it(agent: FakeAgent) -> None:
-    agent.bend = lambda m: [fw.encode_message(1, b"public", fw.RESPONSE, m.request_id, 5, 1, [])]
+    agent.bend = lambda m: [ber.encode_message(1, b"public", ber.RESPONSE, m.request_id, 5, 1, [])]
     s = session(agent.port)
     with pytest.raises(SnmpError, match="genErr"):
         await s.get(["1.3.6.1.2.1.4.1.0"])
@@ -438,7 +442,7 @@ def snmpd_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     with open(work / "snmpd.log", "wb") as log:
         proc = subprocess.Popen([binary, "-f", "-Lo", "-C", "-c", str(conf)], stdout=log, stderr=log, env=env)
     try:
-        probe = fw.encode_message(1, b"public", fw.GET, 1, 0, 0, [("1.3.6.1.2.1.1.3.0", "Null", None)])
+        probe = ber.encode_message(1, b"public", ber.GET, 1, 0, 0, [("1.3.6.1.2.1.1.3.0", "Null", None)])
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(0.1)
             for _ in range(100):

@@ -12,15 +12,15 @@ from snmp_peers import by_tag
 
 from probes.model import Sample
 from probes.snmp.config import SnmpConfig
+from probes.snmp.connect import open_session
 from probes.snmp.probe import SnmpProbe
+from probes.snmp.pysnmp_session import PysnmpSession
 from probes.snmp.session import (
-    PysnmpSession,
     SnmpAuthError,
     SnmpError,
     SnmpSession,
     SnmpTimeout,
     VarBind,
-    open_session,
 )
 
 SYSTEM: dict[str, tuple[str, object]] = {
@@ -147,8 +147,11 @@ def test_the_session_factory_fast_path_for_v1_v2c_pysnmp_for_v3() -> None:
         assert isinstance(session, kind) and isinstance(session, SnmpSession)
         assert "12345678" not in repr(session) and "public" not in repr(session)
     with pytest.raises(SnmpAuthError, match="NO_SUCH_COMMUNITY_VAR"):
-        open_session(SnmpConfig.model_validate({"host": "10.0.0.1", "community_env": "NO_SUCH_COMMUNITY_VAR"},
-                                               context={"skip_file_checks": True}))
+        open_session(
+            SnmpConfig.model_validate(
+                {"host": "10.0.0.1", "community_env": "NO_SUCH_COMMUNITY_VAR"}, context={"skip_file_checks": True}
+            )
+        )
 
 
 @pytest.mark.parametrize("interfaces", [{"include": "^GE"}, {"exclude": "^(NULL|InLoop)"}])

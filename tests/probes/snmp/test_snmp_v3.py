@@ -17,7 +17,7 @@ from snmp_services import Silent, Snmpd, V3User
 from probes.model import Sample
 from probes.snmp.config import SnmpConfig
 from probes.snmp.probe import SnmpProbe
-from probes.snmp.session import engines_open
+from probes.snmp.pysnmp_session import engines_open
 
 USERS = {u.name: u for u in V3_USERS}
 

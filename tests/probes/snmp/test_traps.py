@@ -20,7 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from probes.model import EVENT, Sample
-from probes.snmp import fastwalk
+from probes.snmp import ber
 from probes.snmp.traps import STATS, TrapListener, trap_event
 from probes.snmp.traps_config import TrapConfig
 
@@ -268,7 +268,7 @@ async def test_garbage_is_counted_as_malformed_and_the_receiver_keeps_going(make
     rx = await make()
     junk = [b"", b"\x00", b"\x30\x82\xff\xff", b"\x30\x03\x02\x01\x09", os.urandom(300), b"\xff" * 1400]
     # well-formed BER but not a notification anyone can read: a v2c trap whose varbind list is cut short
-    trap = fastwalk.encode_message(1, b"township-traps", fastwalk.TRAP_V2, 5, 0, 0, [(COLD_START, "Null", None)])
+    trap = ber.encode_message(1, b"township-traps", ber.TRAP_V2, 5, 0, 0, [(COLD_START, "Null", None)])
     junk.append(trap[:-3])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for j in junk:
@@ -292,9 +292,7 @@ async def test_trap_storm_is_rate_limited_and_stats_are_emitted(make: Any) -> No
     vb = [("1.3.6.1.2.1.1.3.0", "TimeTicks", 100), ("1.3.6.1.6.3.1.1.4.1.0", "ObjectIdentifier", LINK_DOWN)]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for i in range(20):
-            s.sendto(
-                fastwalk.encode_message(1, b"township-traps", fastwalk.TRAP_V2, i + 1, 0, 0, vb), ("127.0.0.1", rx.port)
-            )
+            s.sendto(ber.encode_message(1, b"township-traps", ber.TRAP_V2, i + 1, 0, 0, vb), ("127.0.0.1", rx.port))
 
     def final_stats() -> list[Sample]:
         return [s for s in rx.samples if s.measurement == STATS and s.fields["events"] + s.fields["rate_limited"] == 20]
