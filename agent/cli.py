@@ -17,7 +17,15 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent import config as agent_config
-from agent.output import (
+from probes import registry
+from probes.base import Probe
+from probes.configfile import ConfigError, problems_from
+from probes.model import Sample, status_sample
+from probes.output import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
     console,
     print_json_lines,
     print_samples_json,
@@ -25,12 +33,8 @@ from agent.output import (
     status_counts,
     summary_line,
 )
-from probes import registry
-from probes.base import Probe
-from probes.configfile import ConfigError, problems_from
-from probes.model import Sample, status_sample
 
-EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_TARGET_DOWN, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 
 app = typer.Typer(
     add_completion=False,
@@ -152,13 +156,9 @@ def check(config: ConfigOpt, json: JsonOpt = False) -> None:
     t = Table(title=f"{len(rows)} probes / 个探测")
     for col in ("type", "name", "interval", "timeout", "tags"):
         t.add_column(col, overflow="fold")
-    for r in rows:
+    for e in cfg.probes:
         t.add_row(
-            r["type"],
-            r["name"],
-            f"{r['interval_s']:g}s",
-            f"{r['timeout_s']:g}s",
-            " ".join(f"{k}={v}" for k, v in r["tags"].items()),
+            e.kind, e.name, f"{e.interval_s:g}s", f"{e.timeout_s:g}s", " ".join(f"{k}={v}" for k, v in e.tags.items())
         )
     con.print(t)
 
@@ -221,7 +221,9 @@ def status(config: ConfigOpt, json: JsonOpt = False) -> None:
 
 
 def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_json: bool) -> None:
-    cls: type[Probe] = registry.get(kind)
+    cls = registry.get(kind)
+    if not issubclass(cls, Probe):
+        raise typer.Exit(EXIT_CONFIG)  # a listener has no one-shot form
     try:
         cfg = cls.config_model.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as e:

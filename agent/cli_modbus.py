@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
 
-from agent.output import console, print_json_lines, print_samples_json, samples_table, status_counts, summary_line
 from probes.base import parse_duration
 from probes.configfile import problems_from
 from probes.modbus.codec import WORDS, DataType, Order, Table, manual_reference, parse_manual_address
@@ -26,8 +25,20 @@ from probes.modbus.probe import ModbusProbe
 from probes.modbus.registermap import Point, builtin_names
 from probes.modbus.transport import Reply, Target, open_bus, parse_target, release_bus
 from probes.model import Sample, Status, status_sample
+from probes.output import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    console,
+    print_json_lines,
+    print_samples_json,
+    samples_table,
+    status_counts,
+    summary_line,
+)
 
-EXIT_OK, EXIT_DOWN, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_DOWN = EXIT_PROBLEM
 
 app = typer.Typer(
     add_completion=False,

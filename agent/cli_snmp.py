@@ -16,16 +16,27 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from agent.output import console, print_json_lines, print_samples_json, samples_table, status_counts, summary_line
 from probes.base import parse_duration
 from probes.configfile import ConfigError, problems_from
 from probes.model import Sample
+from probes.output import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    console,
+    print_json_lines,
+    print_samples_json,
+    samples_table,
+    status_counts,
+    summary_line,
+)
 from probes.snmp.config import SnmpConfig
 from probes.snmp.connect import open_session
 from probes.snmp.poll import decode_text
 from probes.snmp.session import SnmpError, SnmpSession, VarBind
 
-EXIT_OK, EXIT_TARGET_DOWN, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_TARGET_DOWN, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 T = TypeVar("T")
 
 app = typer.Typer(

@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agent.output import print_samples_json
 from probes.configfile import problems_from
 from probes.model import EVENT, Sample
+from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, print_samples_json
 
-EXIT_OK, EXIT_TOO_FEW, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_TOO_FEW = EXIT_PROBLEM
 
 _SEVERITY_STYLE = {"info": "green", "warning": "yellow", "critical": "bold red"}
 

@@ -5,109 +5,34 @@ Validated completely at load; errors name the file, the key and the fix (ConfigE
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator
 
 from probes import registry
-from probes.base import ByteSize, Duration, ExistingFile, Listener, LocalPath, ProbeConfig, validation_context
-from probes.configfile import ConfigError, Problem, problems_from, read_yaml, validate
+from probes.base import ByteSize, Duration, Listener, LocalPath, ProbeConfig, validation_context
+from probes.configfile import ConfigError, Problem, StrictModel, problems_from, read_yaml, validate
 from probes.entry import split_entry
+from protocol.ids import ID_PATTERN
+from protocol.mqtt import Mqtt
 
 
-def checks_files(info: ValidationInfo) -> bool:
-    """Whether to check that referenced environment variables exist (off only when
-    schema-checking example configs meant for another machine)."""
-    return not (info.context or {}).get("skip_file_checks", False)
-
-
-# Agent ids and site ids become MQTT topic levels and tag values: keep them plain.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-class _Strict(BaseModel):
-    # validate_default: defaults go through the same validators (a default relative path
-    # is resolved against the config file's folder like a written one).
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class Identity(_Strict):
+class Identity(StrictModel):
     id: str = Field(pattern=ID_PATTERN, description="unique agent id; the MQTT topic level and the 'agent' tag")
     site: str = Field(pattern=ID_PATTERN, description="the site this node is in (a node of the topology tree)")
     tags: dict[str, str] = Field(default_factory=dict, description="extra tags on every sample, e.g. county")
 
 
-class Tls(_Strict):
-    ca_file: ExistingFile | None = None
-    cert_file: ExistingFile | None = None
-    key_file: ExistingFile | None = None
-    #: skip hostname verification (never the chain): only for brokers addressed by IP
-    insecure_hostname: bool = False
-
-    @model_validator(mode="after")
-    def _pair(self) -> Tls:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (client certificate and its key)")
-        return self
-
-
-class Mqtt(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    #: Prefer password_file or password_env: a password inline in a config file gets copied around.
-    password: str | None = Field(None, repr=False)
-    password_file: ExistingFile | None = None
-    password_env: str | None = None
-    tls: Tls | None = None
-    topic_root: str = "netwatch/v1"
-    keepalive: Duration = 30.0
-    client_id: str | None = None
-    #: batches published but not yet acknowledged by the broker
-    max_inflight: int = Field(20, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _one_password(self, info: ValidationInfo) -> Mqtt:
-        given = [n for n in ("password", "password_file", "password_env") if getattr(self, n) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give only one of {', '.join(given)}")
-        if given and not self.username:
-            raise ValueError("a password needs a username")
-        if not checks_files(info):
-            return self
-        if self.password_env is not None and self.password_env not in os.environ:
-            raise ValueError(f"environment variable {self.password_env} (password_env) is not set")
-        return self
-
-    def resolved_password(self) -> str | None:
-        if self.password is not None:
-            return self.password
-        if self.password_file is not None:
-            return Path(self.password_file).read_text(encoding="utf-8").strip()
-        if self.password_env is not None:
-            return os.environ[self.password_env]
-        return None
-
-
-class Spool(_Strict):
+class Spool(StrictModel):
     path: LocalPath = Path("var/agent-spool.db")
     #: default fits a week of a township's data (~200 series/min) with room to spare
     max_bytes: ByteSize = 256 * 1024 * 1024
     max_age: Duration = 7 * 86400.0
 
 
-class Publish(_Strict):
+class Publish(StrictModel):
     #: how often collected samples are cut into a batch
     batch_interval: Duration = 5.0
     batch_max_samples: int = Field(2000, ge=1, le=50_000)
@@ -120,21 +45,21 @@ class Publish(_Strict):
     self_metrics_interval: Duration = 30.0
 
 
-class Scheduler(_Strict):
+class Scheduler(StrictModel):
     #: probes running at once across the whole agent
     concurrency: int = Field(16, ge=1, le=1024)
     default_interval: Duration = 60.0
     default_timeout: Duration = 10.0
 
 
-class AgentFile(_Strict):
+class AgentFile(StrictModel):
     """The file's shape; ``probes`` entries are checked separately against each probe's model."""
 
     agent: Identity
-    mqtt: Mqtt = Field(default_factory=dict)  # type: ignore[arg-type]
-    spool: Spool = Field(default_factory=dict)  # type: ignore[arg-type]
-    publish: Publish = Field(default_factory=dict)  # type: ignore[arg-type]
-    scheduler: Scheduler = Field(default_factory=dict)  # type: ignore[arg-type]
+    mqtt: Mqtt = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    spool: Spool = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    publish: Publish = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    scheduler: Scheduler = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     probes: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("probes", mode="before")
@@ -158,7 +83,7 @@ class ProbeEntry:
     listener: bool = False
 
 
-class _Common(_Strict):
+class _Common(StrictModel):
     type: str
     name: str | None = Field(None, min_length=1, max_length=128)
     interval: Duration | None = None

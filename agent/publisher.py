@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import __version__
 from agent.config import AgentConfig
 from agent.spool import Spool
+from protocol.mqtt import make_client
+from protocol.status import State, Status
+from protocol.topics import Kind, Topics
 
 log = logging.getLogger("netwatch.agent.publisher")
 
@@ -44,9 +44,8 @@ class TokenBucket:
         return False
 
 
-def topics(root: str, agent_id: str) -> dict[str, str]:
-    base = f"{root.rstrip('/')}/agents/{agent_id}"
-    return {k: f"{base}/{k}" for k in ("metrics", "events", "status", "config", "cmd")}
+#: the topic kinds a spooled batch may go to
+_SPOOL_KINDS: dict[str, Kind] = {"metrics": "metrics", "events": "events"}
 
 
 class Publisher:
@@ -55,7 +54,7 @@ class Publisher:
     ) -> None:
         self.cfg = cfg
         self.spool = spool
-        self.topics = topics(cfg.mqtt.topic_root, cfg.agent.id)
+        self.topics = Topics(cfg.mqtt.topic_root).of_agent(cfg.agent.id)
         self.config_version = config_version
         self.capabilities = capabilities or []
         self.connected = False
@@ -77,38 +76,24 @@ class Publisher:
 
         m = cfg.mqtt
         client_id = m.client_id or f"netwatch-agent-{cfg.agent.id}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = make_client(m, client_id, clean_session=True)
         self.client.max_inflight_messages_set(m.max_inflight)
-        self.client.reconnect_delay_set(1, 30)
-        if m.username:
-            self.client.username_pw_set(m.username, m.resolved_password())
-        if m.tls is not None:
-            self.client.tls_set(
-                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            self.client.tls_insecure_set(m.tls.insecure_hostname)
         self.client.will_set(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
 
     # -- status -------------------------------------------------------------------------
-    def _status_payload(self, state: str) -> bytes:
-        return orjson.dumps(
-            {
-                "state": state,
-                "agent": self.cfg.agent.id,
-                "site": self.cfg.agent.site,
-                "version": __version__,
-                "config_version": self.config_version,
-                "capabilities": self.capabilities,
-                "time": time.time_ns(),
-            }
-        )
+    def _status_payload(self, state: State) -> bytes:
+        return Status(
+            state=state,
+            agent=self.cfg.agent.id,
+            site=self.cfg.agent.site,
+            version=__version__,
+            config_version=self.config_version,
+            capabilities=tuple(self.capabilities),
+            time_ns=time.time_ns(),
+        ).encode()
 
     # -- paho callbacks (network thread) -> hop onto the asyncio loop ------------------
     def _call(self, fn: Any, *args: Any) -> None:
@@ -225,7 +210,7 @@ class Publisher:
         return bool(pending) and pending[0][0] <= self._live_after
 
     def _send(self, seq: int, topic: str, payload: bytes) -> bool:
-        info = self.client.publish(self.topics[topic], payload, qos=1)
+        info = self.client.publish(self.topics[_SPOOL_KINDS[topic]], payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False  # disconnected under us; the on_disconnect hop will follow
         self._inflight[info.mid] = (seq, time.monotonic())

@@ -8,19 +8,25 @@ import hashlib
 import logging
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 import orjson
 
-from agent import wire
 from agent.config import AgentConfig
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
 from probes.model import EVENT, Sample
+from protocol import envelope
+from protocol.status import HEALTH_MEASUREMENT
 
 log = logging.getLogger("netwatch.agent")
+
+
+def _encode(agent: str, site: str, batch: list[Sample], compress: bool, seq: int) -> bytes:
+    return envelope.encode(agent, site, seq, batch, compress=compress)
 
 
 def config_version(cfg: AgentConfig) -> str:
@@ -71,9 +77,7 @@ class Agent:
                 self._tee.write(b"".join(orjson.dumps({**x.to_dict(), "seq": seq}) + b"\n" for x in batch))
                 self._tee.flush()
                 os.fsync(self._tee.fileno())
-            self.spool.put(
-                lambda seq, b=batch: wire.encode(a.id, a.site, seq, b, compress=compress), len(batch), topic=topic
-            )
+            self.spool.put(partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic)
             self.samples_spooled += len(batch)
 
     def flush(self) -> None:
@@ -109,7 +113,7 @@ class Agent:
         }
         if p.last_latency_ms is not None:
             fields["publish_latency_ms"] = round(p.last_latency_ms, 3)
-        return Sample("netwatch_agent", dict(self.identity), fields, time.time_ns())
+        return Sample(HEALTH_MEASUREMENT, dict(self.identity), fields, time.time_ns())
 
     async def _batcher(self, stop: asyncio.Event) -> None:
         last_self = 0.0

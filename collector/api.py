@@ -10,19 +10,30 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 import orjson
 
-from collector.state import read_agents
 from probes.base import parse_duration
-
-if TYPE_CHECKING:
-    from collector.service import Collector
+from probes.model import Sample
 
 log = logging.getLogger("netwatch.collector.api")
 MAX_QUERY_ROWS = 10_000
+
+
+class QueryUnsupported(Exception):
+    """The store behind the collector cannot answer queries (no SQLite store)."""
+
+
+class CollectorView(Protocol):
+    """All the API reads from the running collector."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def agents(self) -> list[dict[str, Any]]: ...
+
+    def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]: ...
 
 
 def _age(ns: int | None) -> str:
@@ -76,54 +87,42 @@ class _Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         try:
             if url.path == "/":
-                page = status_page(read_agents(c.cfg.state_path), c.counters.snapshot())
+                page = status_page(c.agents(), c.stats())
                 self._send(200, page.encode(), "text/html; charset=utf-8")
             elif url.path == "/api/agents":
-                self._json(read_agents(c.cfg.state_path))
+                self._json(c.agents())
             elif url.path == "/api/stats":
-                self._json(
-                    {
-                        **c.counters.snapshot(),
-                        **c.store_spools(),
-                        "queue_depth": c._queue.qsize(),
-                        "connected": c.connected.is_set(),
-                    }
-                )
+                self._json(c.stats())
             elif url.path == "/api/query":
                 self._query(q)
             elif url.path == "/health":
-                self._json({"ok": True, "broker_connected": c.connected.is_set()})
+                self._json({"ok": True, "broker_connected": bool(c.stats().get("connected"))})
             else:
                 self._json({"error": "not found"}, 404)
         except ValueError as e:
             self._json({"error": str(e)}, 400)
 
     def _query(self, q: dict[str, str]) -> None:
-        c = self.server.collector
-        if c.cfg.sqlite_path is None:
-            self._json({"error": "no SQLite store configured; query InfluxDB through Grafana"}, 404)
-            return
         if "measurement" not in q:
             raise ValueError("measurement is required")
-        from collector.storage.sqlite import SqliteSink
-
         since_ns = time.time_ns() - int(parse_duration(q.get("since", "10m")) * 1e9)
-        tags = {"agent": q["agent"]} if "agent" in q else None
-        reader = SqliteSink.open_readonly(c.cfg.sqlite_path)
         try:
-            rows = reader.query(q["measurement"], tags=tags, since_ns=since_ns, limit=MAX_QUERY_ROWS)
-        finally:
-            reader.close()
+            rows = self.server.collector.query(
+                q["measurement"], agent=q.get("agent"), since_ns=since_ns, limit=MAX_QUERY_ROWS
+            )
+        except QueryUnsupported as e:
+            self._json({"error": str(e)}, 404)
+            return
         self._json([s.to_dict() for s in rows])
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    collector: Collector
+    collector: CollectorView
 
 
 class ApiServer:
-    def __init__(self, collector: Collector, host: str, port: int) -> None:
+    def __init__(self, collector: CollectorView, host: str, port: int) -> None:
         self.httpd = _Server((host, port), _Handler)
         self.httpd.collector = collector
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="collector-api", daemon=True)
@@ -131,7 +130,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def start(self) -> None:
         self._thread.start()

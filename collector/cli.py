@@ -16,12 +16,21 @@ from typing import Annotated
 
 import typer
 
-from agent.output import console, print_json_lines, print_samples_json, samples_table
 from collector import config as collector_config
 from probes.base import parse_duration
 from probes.configfile import ConfigError
+from probes.output import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    console,
+    print_json_lines,
+    print_samples_json,
+    samples_table,
+)
 
-EXIT_OK, EXIT_EMPTY, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_EMPTY, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 
 app = typer.Typer(
     add_completion=False,

@@ -16,14 +16,14 @@ from typing import Annotated
 import orjson
 import typer
 
-from agent.output import console
 from collector import config as collector_config
 from collector.alerting.rules import Matcher, load_rules
 from collector.alerting.store import AlertStore
 from probes.base import parse_duration
 from probes.configfile import ConfigError
+from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console
 
-EXIT_OK, EXIT_EMPTY, EXIT_CONFIG, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_EMPTY, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 
 alerts_app = typer.Typer(
     add_completion=False,

@@ -6,38 +6,45 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
-from agent.config import ID_PATTERN, Mqtt, checks_files
-from agent.wire import Limits as WireLimits
 from probes.base import ByteSize, Duration, ExistingFile, LocalPath, validation_context
-from probes.configfile import ConfigError, Problem, problems_from, read_yaml, validate
+from probes.configfile import (
+    ConfigError,
+    Problem,
+    StrictModel,
+    checks_files,
+    problems_from,
+    read_secret,
+    read_yaml,
+    validate,
+)
+from protocol.envelope import Limits as WireLimits
+from protocol.ids import ID_PATTERN
+from protocol.mqtt import Mqtt
+
+if TYPE_CHECKING:
+    from collector.alerting.config import AlertingConfig
 
 
-class _Strict(BaseModel):
-    # validate_default: defaults go through the same validators (a default relative path
-    # is resolved against the config file's folder like a written one).
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
-
-
-class Identity(_Strict):
+class Identity(StrictModel):
     id: str = Field("centre", pattern=ID_PATTERN)
     data_dir: LocalPath = Path("var/collector")
 
 
-class EmbeddedBroker(_Strict):
+class EmbeddedBroker(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
 
 
-class SqliteStore(_Strict):
+class SqliteStore(StrictModel):
     path: LocalPath | None = None  # default: <data_dir>/metrics.db
     retention: Duration = 30 * 86400.0
 
 
-class InfluxStore(_Strict):
+class InfluxStore(StrictModel):
     url: str
     org: str = ""
     bucket: str = "netwatch"
@@ -67,21 +74,15 @@ class InfluxStore(_Strict):
         return self
 
     def resolved_token(self) -> str:
-        if self.token is not None:
-            return self.token
-        if self.token_env is not None:
-            return os.environ[self.token_env]
-        if self.token_file is not None:
-            return Path(self.token_file).read_text(encoding="utf-8").strip()
-        return ""
+        return read_secret(self.token, self.token_env, self.token_file, "storage.influxdb token") or ""
 
 
-class Storage(_Strict):
+class Storage(StrictModel):
     sqlite: SqliteStore | None = None
     influxdb: InfluxStore | None = None
 
 
-class Limits(_Strict):
+class Limits(StrictModel):
     max_payload_bytes: ByteSize = 1024 * 1024
     max_body_bytes: ByteSize = 16 * 1024 * 1024
     max_samples_per_batch: int = Field(50_000, ge=1)
@@ -98,20 +99,20 @@ class Limits(_Strict):
         )
 
 
-class Api(_Strict):
+class Api(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
 
 
-class CollectorFile(_Strict):
-    collector: Identity = Field(default_factory=dict)  # type: ignore[arg-type]
+class CollectorFile(StrictModel):
+    collector: Identity = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     #: an external broker (Mosquitto, EMQX); leave out to use the embedded one
     mqtt: Mqtt | None = None
-    embedded_broker: EmbeddedBroker = Field(default_factory=dict)  # type: ignore[arg-type]
-    storage: Storage = Field(default_factory=dict)  # type: ignore[arg-type]
-    limits: Limits = Field(default_factory=dict)  # type: ignore[arg-type]
-    api: Api = Field(default_factory=dict)  # type: ignore[arg-type]
+    embedded_broker: EmbeddedBroker = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    storage: Storage = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    limits: Limits = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    api: Api = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     #: rules, topology and notification channels (collector/alerting); leave out for none
     alerting: dict[str, Any] | None = None
 
@@ -126,8 +127,8 @@ class CollectorConfig:
     influxdb: InfluxStore | None
     limits: Limits
     api: Api
-    #: a collector.alerting.config.AlertingConfig, validated at load; None: no alerting
-    alerting: Any = None
+    #: validated at load; None: no alerting
+    alerting: AlertingConfig | None = None
 
     @property
     def data_dir(self) -> Path:

@@ -1,41 +1,26 @@
-"""Turning MQTT messages into Samples: topic parsing, envelope validation, deduplication by
-(agent, sequence), and the counters of everything received, stored and refused."""
+"""The ingest stage: turns MQTT messages into accepted batches and status updates — topic parsing,
+envelope validation, de-duplication by (agent, sequence) — and counts everything it refuses.
+
+De-duplication lives here whole: a copy already stored (the seen window, restored from state.db
+after a restart), a copy earlier in the same group of messages, and the record of what was
+stored (``commit``), which the pipeline calls only after the store stage has the samples.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import orjson
-
-from agent import wire
-from agent.config import ID_PATTERN
+from collector.stats import Counters
 from probes.model import Sample
+from protocol import envelope
+from protocol.status import Status, decode_status
+from protocol.topics import Topic, Topics
 
 log = logging.getLogger("netwatch.collector.ingest")
-
-_ID = re.compile(ID_PATTERN)
-MAX_STATUS_BYTES = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    agent: str
-    kind: str  # metrics | events | status | cmd/result
-
-
-def parse_topic(root: str, topic: str) -> Topic | None:
-    prefix = root.rstrip("/") + "/agents/"
-    if not topic.startswith(prefix):
-        return None
-    agent, _, kind = topic[len(prefix) :].partition("/")
-    if not _ID.match(agent) or kind not in ("metrics", "events", "status", "cmd/result"):
-        return None
-    return Topic(agent, kind)
 
 
 class SeqWindow:
@@ -59,60 +44,47 @@ class SeqWindow:
         return len(self._seen)
 
 
-class Counters:
-    """Everything the collector counts about itself; thread-safe snapshots."""
+class SeenLog(Protocol):
+    """Where stored sequence numbers are made durable (state.db), so a restart still drops copies."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.c: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self.dropped_samples: Counter[str] = Counter()
-
-    def inc(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.c[name] += n
-
-    def reject(self, reason: str) -> None:
-        with self._lock:
-            self.rejected[reason] += 1
-
-    def drop(self, reason: str, n: int) -> None:
-        with self._lock:
-            self.dropped_samples[reason] += n
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                **dict(self.c),
-                "rejected": dict(self.rejected),
-                "dropped_samples": dict(self.dropped_samples),
-                "rejected_total": sum(self.rejected.values()),
-            }
+    def record_seen(self, agent: str, seq: int) -> None: ...
 
 
 @dataclass(slots=True)
 class Accepted:
     topic: Topic
-    envelope: wire.Envelope
+    envelope: envelope.Envelope
 
 
 @dataclass(slots=True)
 class StatusUpdate:
     agent: str
-    doc: dict[str, Any]
+    status: Status
+
+
+@dataclass(slots=True)
+class Classified:
+    """What a group of messages amounts to."""
+
+    accepted: list[Accepted] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for a in self.accepted for s in a.envelope.samples]
 
 
 class Ingest:
     def __init__(
         self,
         root: str,
-        limits: wire.Limits,
+        limits: envelope.Limits,
         *,
         dedup_window: int = 100_000,
         max_series_per_agent: int = 20_000,
         counters: Counters | None = None,
     ) -> None:
-        self.root = root
+        self.topics = Topics(root)
         self.limits = limits
         self.dedup_window = dedup_window
         self.max_series_per_agent = max_series_per_agent
@@ -120,16 +92,19 @@ class Ingest:
         self._windows: dict[str, SeqWindow] = {}
         self._series: dict[str, set[int]] = {}
         self._logged: set[tuple[str, str]] = set()
-        #: duplicates dropped per agent since start (the inventory shows them)
-        self.duplicates_by_agent: Counter[str] = Counter()
+        self._duplicates: Counter[str] = Counter()
+
+    def _log_once(self, reason: str, agent: str, text: str, *args: object) -> None:
+        # Once per (reason, agent): a broken agent must not flood the log.
+        if (reason, agent) not in self._logged:
+            self._logged.add((reason, agent))
+            log.warning(text + " (counted; further ones not logged)", *args)
 
     def _refuse(self, reason: str, agent: str, detail: str) -> None:
         self.counters.reject(reason)
-        # Logged once per (reason, agent): a broken agent must not flood the log.
-        if (reason, agent) not in self._logged:
-            self._logged.add((reason, agent))
-            log.warning("refused a message from %s: %s: %s (counted; further ones not logged)", agent, reason, detail)
+        self._log_once(reason, agent, "refused a message from %s: %s: %s", agent, reason, detail)
 
+    # -- de-duplication ------------------------------------------------------------------------
     def seen(self, agent: str, seq: int) -> bool:
         w = self._windows.get(agent)
         return w is not None and seq in w
@@ -140,35 +115,72 @@ class Ingest:
             w = self._windows[agent] = SeqWindow(self.dedup_window)
         w.add(seq)
 
+    def load_seen(self, agent: str, seqs: Iterable[int]) -> None:
+        """Restore what was stored before a restart, oldest first."""
+        for seq in seqs:
+            self.mark(agent, seq)
+
+    def _duplicate(self, agent: str) -> None:
+        self.counters.inc("duplicates")
+        self._duplicates[agent] += 1
+
+    def take_duplicates(self) -> dict[str, int]:
+        """Duplicates dropped per agent since the last call (the inventory adds them up)."""
+        out, self._duplicates = dict(self._duplicates), Counter()
+        return out
+
+    def commit(self, accepted: Sequence[Accepted], seen_log: SeenLog | None = None) -> None:
+        """The batches are stored: remember them (and make that durable in ``seen_log``)."""
+        for a in accepted:
+            e = a.envelope
+            self.mark(e.agent, e.seq)
+            if seen_log is not None:
+                seen_log.record_seen(e.agent, e.seq)
+
+    # -- classifying -----------------------------------------------------------------------------
+    def classify(self, messages: Iterable[tuple[str, bytes]]) -> Classified:
+        """A group of (topic, payload) messages stored together: what to store, what to record."""
+        out = Classified()
+        in_group: set[tuple[str, int]] = set()
+        for topic, payload in messages:
+            r = self.handle(topic, payload)
+            if isinstance(r, Accepted):
+                key = (r.topic.agent, r.envelope.seq)
+                if key in in_group:
+                    self._duplicate(r.topic.agent)
+                    continue
+                in_group.add(key)
+                out.accepted.append(r)
+            elif isinstance(r, StatusUpdate):
+                out.statuses.append(r)
+        return out
+
     def handle(self, topic: str, payload: bytes) -> Accepted | StatusUpdate | None:
         """Classify one message. Returns what to store or record, or None when refused/duplicate."""
         self.counters.inc("received_messages")
         self.counters.inc("received_bytes", len(payload))
-        t = parse_topic(self.root, topic)
+        t = self.topics.parse(topic)
         if t is None:
             self._refuse("bad_topic", "?", topic[:200])
             return None
         if t.kind == "status":
             return self._status(t, payload)
         if t.kind not in ("metrics", "events"):
-            return None  # cmd/result: later (control)
+            return None  # cmd/result: with remote control
         try:
-            env = wire.decode(payload, topic_agent=t.agent, limits=self.limits)
-        except wire.WireError as e:
+            env = envelope.decode(payload, topic_agent=t.agent, limits=self.limits)
+        except envelope.WireError as e:
             self._refuse(e.reason, t.agent, e.detail)
             return None
         for reason, n in env.dropped.items():
             self.counters.drop(reason, n)
-            if (reason, t.agent) not in self._logged:
-                self._logged.add((reason, t.agent))
-                log.warning("dropped %d samples from %s: %s (counted; further ones not logged)", n, t.agent, reason)
+            self._log_once(reason, t.agent, "dropped %d samples from %s: %s", n, t.agent, reason)
         if self.seen(t.agent, env.seq):
-            self.counters.inc("duplicates")
-            self.duplicates_by_agent[t.agent] += 1
+            self._duplicate(t.agent)
             return None
         return Accepted(t, self._cap_series(t.agent, env))
 
-    def _cap_series(self, agent: str, env: wire.Envelope) -> wire.Envelope:
+    def _cap_series(self, agent: str, env: envelope.Envelope) -> envelope.Envelope:
         """Drop samples that would open a series past the agent's cap (a broken or hostile agent
         inventing tag values must not flood the store with millions of series)."""
         known = self._series.setdefault(agent, set())
@@ -185,41 +197,23 @@ class Ingest:
         if not over:
             return env
         self.counters.drop("series_cap", over)
-        if ("series_cap", agent) not in self._logged:
-            self._logged.add(("series_cap", agent))
-            log.warning(
-                "agent %s has more than %d series: dropping samples of new ones (counted; raise "
-                "limits.max_series_per_agent if this is real)",
-                agent,
-                self.max_series_per_agent,
-            )
-        return wire.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped)
-
-    def load_seen(self, agent: str, seqs: list[int]) -> None:
-        """Restore what was stored before a restart, oldest first."""
-        for seq in seqs:
-            self.mark(agent, seq)
+        self._log_once(
+            "series_cap",
+            agent,
+            "agent %s has more than %d series: dropping samples of new ones (raise "
+            "limits.max_series_per_agent if this is real)",
+            agent,
+            self.max_series_per_agent,
+        )
+        return envelope.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped)
 
     def _status(self, t: Topic, payload: bytes) -> StatusUpdate | None:
         if not payload:
             return None  # a retained status being cleared
-        if len(payload) > MAX_STATUS_BYTES:
-            self._refuse("too_large", t.agent, "status message")
-            return None
         try:
-            doc = orjson.loads(payload)
-        except orjson.JSONDecodeError as e:
-            self._refuse("bad_json", t.agent, f"status: {e}")
-            return None
-        if not isinstance(doc, dict) or doc.get("state") not in ("online", "offline"):
-            self._refuse("bad_schema", t.agent, "status needs state online|offline")
-            return None
-        if doc.get("agent", t.agent) != t.agent:
-            self._refuse("agent_mismatch", t.agent, "status names another agent")
+            status = decode_status(payload, topic_agent=t.agent)
+        except envelope.WireError as e:
+            self._refuse(e.reason, t.agent, e.detail)
             return None
         self.counters.inc("status_messages")
-        return StatusUpdate(t.agent, doc)
-
-
-def samples_of(accepted: list[Accepted]) -> list[Sample]:
-    return [s for a in accepted for s in a.envelope.samples]
+        return StatusUpdate(t.agent, status)

@@ -3,13 +3,16 @@ collector; read by the CLI and the HTTP API from other connections (SQLite WAL).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from protocol.status import Status
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS agents (
@@ -84,9 +87,8 @@ class StateDB:
             (agent, site, now, now, seq, samples),
         )
 
-    def record_status(self, agent: str, doc: dict[str, Any], now_ns: int | None = None) -> None:
+    def record_status(self, agent: str, status: Status, now_ns: int | None = None) -> None:
         now = now_ns or time.time_ns()
-        caps = doc.get("capabilities") if isinstance(doc.get("capabilities"), list) else []
         self._db.execute(
             """INSERT INTO agents(id, site, first_seen_ns, last_seen_ns, status, status_ns, version, config_version, capabilities)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -97,14 +99,14 @@ class StateDB:
                  capabilities = excluded.capabilities""",
             (
                 agent,
-                str(doc.get("site") or "")[:64],
+                status.site[:64],
                 now,
                 now,
-                doc["state"],
+                status.state,
                 now,
-                str(doc.get("version") or "")[:32],
-                str(doc.get("config_version") or "")[:64],
-                orjson.dumps([str(c)[:32] for c in caps[:32]]).decode(),
+                status.version[:32],
+                status.config_version[:64],
+                orjson.dumps([c[:32] for c in status.capabilities[:32]]).decode(),
             ),
         )
 
@@ -155,10 +157,14 @@ class StateDB:
                     (k, orjson.dumps(v).decode(), now),
                 )
 
-    def begin(self) -> None:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN")
-
-    def commit(self) -> None:
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
         self._db.execute("COMMIT")
 
     def close(self) -> None:

@@ -4,13 +4,52 @@ file, the key and the fix. Shared by the agent and the collector."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, ValidationInfo
+
+
+class StrictModel(BaseModel):
+    """The base of every config section: frozen, unknown keys refused. ``validate_default``: defaults
+    go through the same validators (a default relative path resolves against the config's folder)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def checks_files(info: ValidationInfo) -> bool:
+    """Whether to check that referenced files and environment variables exist (off only when
+    schema-checking example configs meant for another machine)."""
+    return not (info.context or {}).get("skip_file_checks", False)
+
+
+class SecretMissing(ValueError):
+    """A secret named in the config cannot be read now (variable unset, file gone or empty)."""
+
+
+def read_secret(value: SecretStr | str | None, env: str | None, file: Path | None, what: str) -> str | None:
+    """The secret from whichever source is set (literal, environment variable, file), read now so a
+    rotated file or variable is picked up next time. ``None`` when no source is set."""
+    if value is not None:
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+    if env is not None:
+        text = os.environ.get(env)
+        if not text:
+            raise SecretMissing(f"{what}: environment variable {env} is not set or empty")
+        return text
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SecretMissing(f"{what}: cannot read {file}: {e}") from None
+        if not text:
+            raise SecretMissing(f"{what}: {file} is empty")
+        return text
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +108,7 @@ def _model_in(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def _fix_for(err: dict[str, Any], allowed: list[str]) -> str:
+def _fix_for(err: Mapping[str, Any], allowed: list[str]) -> str:
     kind = err["type"]
     name = str(err["loc"][-1]) if err["loc"] else ""
     if kind == "missing":

@@ -9,6 +9,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 FieldValue = int | float | bool | str
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def storable(value: object) -> bool:
+    """Whether a field value can be stored by every sink and sent on the wire: a bool, a string,
+    a finite float or an integer within int64. The hot paths (envelope decoding, the SQLite and
+    line-protocol writers) inline this test on exact types; this is the definition they follow."""
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return False
+
 
 #: Measurement name for per-target health, emitted by every probe.
 PROBE_STATUS = "probe_status"

@@ -29,4 +29,5 @@ def get(kind: str) -> type[Probe] | type[Listener]:
     except KeyError:
         raise KeyError(f"unknown probe type {kind!r}; known types: {', '.join(kinds())}") from None
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    found: type[Probe] | type[Listener] = getattr(importlib.import_module(module), cls)
+    return found

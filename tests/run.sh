@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a clean clone: installs what it needs, then runs pytest.
+# The whole test suite, from a clean clone: installs what it needs, type-checks (mypy), then runs pytest.
 # Extra arguments go to pytest (e.g. `bash tests/run.sh -k wire -x`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,6 +10,9 @@ export NETWATCH_APT="/usr/bin/ping:iputils-ping /usr/sbin/mosquitto:mosquitto /u
 # shellcheck source=../.ci/bootstrap.sh
 source "$ROOT/.ci/bootstrap.sh"
 cd "$ROOT"
+# Types first: strict on protocol/, agent/ and collector/, check_untyped_defs on probes/ (pyproject.toml).
+echo "mypy: $("$ROOT/.venv/bin/python" -m mypy --version)" >&2
+"$ROOT/.venv/bin/python" -m mypy
 set +e
 "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -35,11 +35,11 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import wire
 from agent.spool import Spool, read_stats
 from collector.storage.sqlite import SqliteReader, SqliteSink
 from probes.base import parse_size
 from probes.model import Sample
+from protocol import envelope as wire
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -41,10 +41,10 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import wire
 from collector import config as collector_config
 from collector.service import MAX_MESSAGES_PER_WRITE, Collector
 from probes.model import Sample
+from protocol import envelope as wire
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))

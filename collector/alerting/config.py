@@ -8,21 +8,18 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, InstanceOf, field_validator, model_validator
+from pydantic import Field, InstanceOf, field_validator, model_validator
 
 from collector.alerting.rules import Matcher, parse_matchers
 from probes.base import Duration, ExistingFile
+from probes.configfile import StrictModel, read_secret
 
 #: WeCom and DingTalk group robots refuse more than 20 messages a minute.
 ROBOT_RATE_PER_MIN = 20
 _ROBOT_SCHEMES = ("wecombot", "dingtalk")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Channel(_Strict):
+class Channel(StrictModel):
     """Where messages go. Either an apprise ``url`` (``wecombot://KEY``, ``dingtalk://SECRET@TOKEN``,
     ``mailto://...``, ``json://gateway/sms``, ``form://...``), or a robot webhook called directly
     (``wecom_webhook`` / ``dingtalk_webhook`` + ``dingtalk_secret``) when its base URL must be set —
@@ -69,12 +66,10 @@ class Channel(_Strict):
         return ROBOT_RATE_PER_MIN if robot else 60
 
     def secret(self) -> str | None:
-        if self.dingtalk_secret_file is not None:
-            return self.dingtalk_secret_file.read_text().strip()
-        return self.dingtalk_secret
+        return read_secret(self.dingtalk_secret, None, self.dingtalk_secret_file, "dingtalk_secret")
 
 
-class Route(_Strict):
+class Route(StrictModel):
     """Which alerts go to which channels, in which language, how grouped and repeated. Every
     matching route delivers (a critical alert can go to the county team and the city on-call)."""
 
@@ -92,12 +87,13 @@ class Route(_Strict):
         return parse_matchers(v)
 
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
-class Weekly(_Strict):
-    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = _DAYS
+class Weekly(StrictModel):
+    days: tuple[Day, ...] = _DAYS
     start: str  # "02:00", local time of the collector
     duration: Duration
 
@@ -109,7 +105,7 @@ class Weekly(_Strict):
         return v
 
 
-class Maintenance(_Strict):
+class Maintenance(StrictModel):
     """A site (and everything below it) under maintenance: alerts recorded, not sent."""
 
     site: str
@@ -142,7 +138,7 @@ class Maintenance(_Strict):
         return False
 
 
-class AlertingConfig(_Strict):
+class AlertingConfig(StrictModel):
     rules: ExistingFile
     topology: ExistingFile | None = None
     channels: dict[str, Channel] = Field(default_factory=dict)

@@ -69,7 +69,8 @@ def _post_json(url: str, payload: Mapping[str, object], timeout_s: float) -> byt
         url, data=orjson.dumps(payload), headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - configured webhook
-        return r.read()
+        body: bytes = r.read()
+        return body
 
 
 def _robot_ok(reply: bytes) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
 
 from collector.alerting.rules import Matcher, Text, parse_matchers
-from probes.configfile import ConfigError, problems_from, read_yaml
+from probes.configfile import ConfigError, StrictModel, problems_from, read_yaml
 
 #: how a kind of site is counted in the "cut off" message; unknown kinds count as "sites"
 KIND_WORDS: dict[str, tuple[str, str]] = {
@@ -39,8 +39,7 @@ class Uplink(BaseModel):
         return parse_matchers(v)
 
 
-class Site(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Site(StrictModel):
     id: str = Field(pattern=r"^[\w.-]+$")
     name: Text | None = None
     kind: str = "site"
@@ -53,8 +52,7 @@ class Site(BaseModel):
         return self.name.get(lang) if self.name else self.id
 
 
-class TopologyFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class TopologyFile(StrictModel):
     sites: tuple[Site, ...]
 
     @model_validator(mode="after")
@@ -130,7 +128,7 @@ class Topology:
 
     def path(self, site: str) -> str:
         """``city/county-a/t1``: lets a route match a subtree with one regex."""
-        parts = []
+        parts: list[str] = []
         cur: str | None = site
         while cur is not None and len(parts) < 64:
             parts.append(cur)

@@ -22,8 +22,9 @@ import os
 from collections.abc import Sequence
 
 import urllib3
-from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from collector.storage.base import StoreRejected, StoreUnavailable
@@ -87,13 +88,27 @@ class InfluxSink:
     def write(self, samples: Sequence[Sample]) -> None:
         """Send ``samples``; returns once the server acknowledged all of them.
 
-        Samples with nothing storable (no finite field) are left out and counted in
-        ``encoder.skipped``. On StoreUnavailable part of the batches may already be stored;
-        re-sending them on retry is harmless (idempotent).
+        Samples with nothing storable (no finite field) are left out. A request the server refuses
+        for good does not stop the others: once all are sent, StoreRejected says how many samples
+        were not stored (the unstorable ones and the lines of refused requests). On
+        StoreUnavailable part of the requests may already be stored; re-sending them on retry is
+        harmless (idempotent).
         """
+        skipped_before = self.encoder.skipped
         lines = self.encoder.encode_many(samples)
+        rejected = self.encoder.skipped - skipped_before
+        errors: list[str] = []
         for start in range(0, len(lines), self.batch_size):
-            self._send(lines[start : start + self.batch_size])
+            try:
+                self._send(lines[start : start + self.batch_size])
+            except StoreRejected as e:
+                rejected += e.rejected if e.rejected is not None else len(lines[start : start + self.batch_size])
+                errors.append(str(e))
+        if rejected:
+            why = "; ".join(errors[:3]) or "no storable field (NaN, ±Inf or an integer outside int64)"
+            raise StoreRejected(
+                f"store {self.url}: {rejected} of {len(samples)} samples not stored: {why}", rejected=rejected
+            )
 
     def _send(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode()
@@ -106,8 +121,14 @@ class InfluxSink:
             if status == 413 and len(lines) > 1:
                 half = len(lines) // 2
                 log.info("store %s: request of %d lines too large, splitting", where, len(lines))
-                self._send(lines[:half])
-                self._send(lines[half:])
+                refused = 0
+                for part in (lines[:half], lines[half:]):
+                    try:
+                        self._send(part)
+                    except StoreRejected as part_err:
+                        refused += part_err.rejected if part_err.rejected is not None else len(part)
+                if refused:
+                    raise StoreRejected(f"store {where} refused {refused} lines", rejected=refused) from None
                 return
             if status == 0 or status >= 500 or status in _RETRYABLE_4XX:
                 hint = {
@@ -120,7 +141,7 @@ class InfluxSink:
                     retry_after_s=_retry_after(getattr(e, "retry_after", None)),
                 ) from None
             raise StoreRejected(
-                f"store {where} refused {len(lines)} lines: HTTP {status} {detail}", rejected=None
+                f"store {where} refused {len(lines)} lines: HTTP {status} {detail}", rejected=len(lines)
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise StoreUnavailable(

@@ -98,10 +98,12 @@ class Layout:
     unsigned: Callable[[bytes, int], tuple[Any, ...]]  # same width, unsigned: for sentinels
 
     def read(self, packed: Packed, word: int) -> int | float:
-        return self.value(packed.le if self.swapped else packed.be, 2 * word)[0]
+        v: int | float = self.value(packed.le if self.swapped else packed.be, 2 * word)[0]
+        return v
 
     def raw(self, packed: Packed, word: int) -> int:
-        return self.unsigned(packed.le if self.swapped else packed.be, 2 * word)[0]
+        v: int = self.unsigned(packed.le if self.swapped else packed.be, 2 * word)[0]
+        return v
 
 
 @functools.lru_cache(maxsize=64)

@@ -99,14 +99,14 @@ class ModbusProbe(Probe):
             key = (p.measurement, tuple(sorted(tags.items())))
             members.setdefault(key, []).append((i, p.field_name, p if p.enum else None))
         groups = []
-        for (measurement, tags), fields in members.items():
+        for (measurement, tag_items), fields in members.items():
             mine = {i for i, _, _ in fields}
             dew = tuple(
                 (index[d.temperature], index[d.humidity], d.field)
                 for d in self.config.register_map.dew_point
                 if index.get(d.temperature) in mine and d.humidity in index
             )
-            groups.append(_Group(measurement, dict(tags), tuple(fields), dew))
+            groups.append(_Group(measurement, dict(tag_items), tuple(fields), dew))
         return groups
 
     @property
@@ -239,7 +239,7 @@ class ModbusProbe(Probe):
     def _decode(
         self, block: Block, data: list[int] | list[bool], values: dict[int, Any], problems: dict[str, Problem]
     ) -> None:
-        packed: Any = data if block.table in BIT_TABLES else Packed(data)  # type: ignore[arg-type]
+        packed: Any = data if block.table in BIT_TABLES else Packed(data)
         start = block.start
         points, readers = self.points, self._readers
         for i in block.points:

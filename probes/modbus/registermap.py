@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from probes.configfile import problems_from
+from probes.configfile import StrictModel, problems_from
 from probes.modbus.codec import (
     BIT_TABLES,
     INTEGER_TYPES,
@@ -42,11 +42,7 @@ class MapError(ValueError):
     """A register map that cannot be used; ``str()`` names the file, the point and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Point(_Strict):
+class Point(StrictModel):
     """One value on the device: where it lives, how it is encoded, and where it goes in a Sample."""
 
     name: str = Field(pattern=_NAME, max_length=64)
@@ -141,7 +137,10 @@ class Point(_Strict):
         """Registers (or, in a bit table, bits) the point occupies."""
         if self.table in BIT_TABLES:
             return 1
-        return self.length if self.type == "string" else WORDS[self.type]
+        if self.type == "string":
+            assert self.length is not None  # checked when the map loads
+            return self.length
+        return WORDS[self.type]
 
     @property
     def kind(self) -> Literal["float", "bool", "int", "string"]:
@@ -160,7 +159,7 @@ class Point(_Strict):
         """This point's value from its own registers (or its one bit): (value, "") or (None, why not)."""
         if self.table in BIT_TABLES:
             return self.reader().read(data, 0)
-        return self.reader().read(Packed(data), 0)  # type: ignore[arg-type]
+        return self.reader().read(Packed(data), 0)
 
     def reader(self) -> PointReader:
         """The point compiled for the hot path: what to unpack, and how to scale and check it."""
@@ -169,9 +168,13 @@ class Point(_Strict):
         # Dividing by 10 gives the double nearest to the decimal reading (234 -> 23.4), where
         # multiplying by 0.1 gives 23.400000000000002.
         exact = 0 < scale < 1 and abs(divisor - round(divisor)) < 1e-9
-        kind = {"bit": "bit", "string": "string"}.get(self.type, "enum" if self.enum else "number")
+        kind: Literal["coil", "bit", "string", "enum", "number"]
         if self.table in BIT_TABLES:
             kind = "coil"
+        elif self.type == "bit" or self.type == "string":
+            kind = self.type
+        else:
+            kind = "enum" if self.enum else "number"
         lay = layout(self.type, self.order) if self.type in WORDS and self.type != "bit" else None
         return PointReader(
             kind=kind,
@@ -250,7 +253,7 @@ class PointReader:
         return float(value), ""
 
 
-class DewPoint(_Strict):
+class DewPoint(StrictModel):
     """Dew point (Magnus) from two points; written into the temperature point's Sample."""
 
     temperature: str
@@ -258,7 +261,7 @@ class DewPoint(_Strict):
     field: str = Field("dew_point_c", pattern=_IDENT)
 
 
-class SerialDefaults(_Strict):
+class SerialDefaults(StrictModel):
     """The device's factory serial settings, for hints when it does not answer."""
 
     baud: int = Field(9600, ge=300, le=921600)
@@ -267,7 +270,7 @@ class SerialDefaults(_Strict):
     address: int = Field(1, ge=1, le=247)
 
 
-class RegisterMap(_Strict):
+class RegisterMap(StrictModel):
     """A device model's registers. ``order`` is the default for points that give none."""
 
     model: str = Field(min_length=1)
@@ -357,7 +360,8 @@ def parse_map(doc: Any, source: str) -> RegisterMap:
         return RegisterMap.model_validate(doc)
     except ValidationError as e:
         lines = []
-        points = doc.get("points") if isinstance(doc.get("points"), list) else []
+        raw_points = doc.get("points")
+        points: list[Any] = raw_points if isinstance(raw_points, list) else []
         for problem in problems_from(e, RegisterMap):
             key = _name_points(problem.key, points)
             text = f"{key}: {problem.message}" if key else problem.message

@@ -303,7 +303,8 @@ class Bus:
         elapsed = self.loop.time() - t0
         if resp.isError():
             return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
-        values: list[int] | list[bool] = resp.bits[:count] if table in BIT_TABLES else resp.registers
+        # pymodbus types both as Sequence[int]; they are a list of bool and a list of int
+        values: list[int] | list[bool] = resp.bits[:count] if table in BIT_TABLES else resp.registers  # type: ignore[assignment]
         if len(values) < count:
             return Reply(
                 error="truncated_reply", detail=f"asked for {count} values, got {len(values)}", elapsed_s=elapsed

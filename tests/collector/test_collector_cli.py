@@ -14,12 +14,14 @@ import pytest
 from collector.state import StateDB
 from collector.storage.sqlite import SqliteSink
 from probes.model import Sample
+from protocol.status import Status
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "160"}  # an operator's terminal, not an 80-column pipe
-    return subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60,
-                          env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def populated(tmp_path: Path) -> Path:
     cfg.write_text("collector: {data_dir: data}\napi: {enabled: false}\n")
     now = time.time_ns()
     st = StateDB(tmp_path / "data" / "state.db")
-    st.record_status("town-1", {"state": "online", "site": "township-1", "version": "0.1.0", "config_version": "abc"})
+    st.record_status("town-1", Status("online", "town-1", site="township-1", version="0.1.0", config_version="abc"))
     st.record_batch("town-1", "township-1", 5, 3)
     st.record_batch("county-1", "county-1", 9, 2)
     st.save_counters({"stored_samples": 5, "rejected": {"bad_json": 2}})

@@ -15,10 +15,10 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import wire
 from collector.ingest import Accepted, Ingest, StatusUpdate
 from collector.storage.lineproto import LineEncoder
 from probes.model import Sample
+from protocol import envelope as wire
 
 EXAMPLES = int(os.environ.get("NETWATCH_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from agent import wire
-from collector.ingest import Accepted, Ingest, SeqWindow, StatusUpdate, parse_topic
+from collector.ingest import Accepted, Ingest, SeqWindow, StatusUpdate
 from probes.model import Sample
+from protocol import envelope as wire
+from protocol.topics import Topics
 
 ROOT = "netwatch/v1"
 
@@ -30,7 +31,7 @@ def _batch(agent: str, seq: int, n: int = 2) -> bytes:
     ],
 )
 def test_parse_topic(topic: str, expect: tuple[str, str] | None) -> None:
-    t = parse_topic(ROOT, topic)
+    t = Topics(ROOT).parse(topic)
     assert (None if t is None else (t.agent, t.kind)) == expect
 
 
@@ -69,7 +70,7 @@ def test_duplicates_dropped_after_mark() -> None:
 def test_status_messages() -> None:
     ing = Ingest(ROOT, wire.Limits())
     r = ing.handle(f"{ROOT}/agents/a1/status", b'{"state":"online","agent":"a1","version":"0.1.0"}')
-    assert isinstance(r, StatusUpdate) and r.doc["state"] == "online"
+    assert isinstance(r, StatusUpdate) and r.status.state == "online" and r.status.version == "0.1.0"
     assert ing.handle(f"{ROOT}/agents/a1/status", b'{"state":"sleepy"}') is None
     assert ing.handle(f"{ROOT}/agents/a1/status", b'{"state":"online","agent":"a2"}') is None
     assert ing.counters.snapshot()["rejected"] == {"bad_schema": 1, "agent_mismatch": 1}

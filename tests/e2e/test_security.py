@@ -17,9 +17,9 @@ from e2e.procs import CollectorProc
 from paho.mqtt.enums import CallbackAPIVersion
 from services import free_port, start_mosquitto
 
-from agent import wire
 from agent.spool import read_stats
 from probes.model import Sample
+from protocol import envelope as wire
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

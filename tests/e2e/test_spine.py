@@ -18,10 +18,10 @@ from e2e.rig import assert_sqlite_exact, assert_vm_exact
 from paho.mqtt.enums import CallbackAPIVersion
 from services import free_port
 
-from agent import wire
 from agent.spool import read_stats
 from collector.storage.sqlite import SqliteSink
 from probes.model import Sample
+from protocol import envelope as wire
 
 pytestmark = pytest.mark.e2e
 

@@ -302,3 +302,73 @@ def test_port_nobody_listens_on() -> None:
     with pytest.raises(StoreUnavailable):
         sink.write(samples(1))
     sink.close()
+
+
+# -- the store stage over this sink: retry_after honoured, partial refusals counted exactly ----------
+class _RecordingStop(threading.Event):
+    """The store stage's stop event; records each wait it is asked for instead of sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        return False
+
+
+def test_store_stage_waits_the_retry_after_the_store_asked_for(fake: FakeInflux) -> None:
+    from collector.stats import Counters
+    from collector.storage.fanout import FIRST_DELAY_S, Store
+
+    # 429 with Retry-After: 7, then 503 without one, then accepted.
+    fake.statuses = [429, 503]
+    fake.headers = {"Retry-After": "7"}
+    stop, counters = _RecordingStop(), Counters()
+    sink = InfluxSink(fake.url, "o", "b", "t")
+    store = Store([sink], counters, stop)
+    assert store.write(samples(3)) is True
+    fake.headers = {}
+    # The store's own word (7 s) for both: the header came on both answers; the backoff
+    # (FIRST_DELAY_S) would have been used had the store said nothing.
+    assert stop.waits == [7.0, 7.0] and FIRST_DELAY_S != 7.0
+    snap = counters.snapshot()
+    assert snap["store_retries_influxdb"] == 2 and snap["store_retry_after_influxdb"] == 2
+    assert snap["stored_samples_influxdb"] == 3
+    sink.close()
+
+
+def test_store_stage_without_retry_after_backs_off(fake: FakeInflux) -> None:
+    from collector.stats import Counters
+    from collector.storage.fanout import Store
+
+    fake.statuses = [503, 503, 503]
+    stop = _RecordingStop()
+    sink = InfluxSink(fake.url, "o", "b", "t")
+    assert Store([sink], Counters(), stop).write(samples(1))
+    assert stop.waits == [0.5, 1.0, 2.0]
+    sink.close()
+
+
+def test_partly_refused_batch_is_counted_exactly(fake: FakeInflux) -> None:
+    """10 samples in requests of 3 lines; the server refuses the second request (400), and two
+    samples have no storable field. Stored: 8 - 3 = 5; refused: 3 + 2 = 5 — and the requests
+    after the refused one were still sent."""
+    from collector.stats import Counters
+    from collector.storage.fanout import Store
+
+    batch = samples(8) + [
+        Sample("m", {"k": "v"}, {"v": float("nan")}, 1),
+        Sample("m", {"k": "v"}, {"v": 2**64}, 2),
+    ]
+    fake.statuses = [204, 400]
+    counters = Counters()
+    sink = InfluxSink(fake.url, "o", "b", "t", batch_size=3)
+    assert Store([sink], counters, _RecordingStop()).write(batch)
+    sent = [r.lines for r in fake.requests]
+    assert [len(x) for x in sent] == [3, 3, 2]  # 8 storable lines in three requests, none skipped
+    stored = sent[0] + sent[2]
+    snap = counters.snapshot()
+    assert snap["stored_samples_influxdb"] == len(stored) == 5
+    assert snap["store_rejected_influxdb"] == 5
+    sink.close()

@@ -275,3 +275,21 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StorageError, match="schema version 99"):
         SqliteSink(path)
+
+
+def test_store_stage_counts_a_partly_committed_batch_exactly(sink: SqliteSink) -> None:
+    """Six samples, two with no storable field: the sink commits four and refuses two; the store
+    stage counts 4 stored and 2 refused (it used to count all six as refused), and the database
+    holds exactly the four."""
+    from collector.stats import Counters
+    from collector.storage.fanout import Store
+
+    now = time.time_ns()
+    good = [Sample("room", {"sensor": f"s{i}"}, {"t": 20.0 + i}, now + i) for i in range(4)]
+    bad = [Sample("room", {"sensor": "x"}, {"t": math.nan}, now + 10), Sample("room", {"sensor": "y"}, {"t": 2**70}, now)]
+    counters = Counters()
+    assert Store([sink], counters, threading.Event()).write([good[0], bad[0], *good[1:3], bad[1], good[3]])
+    snap = counters.snapshot()
+    assert (snap["stored_samples_sqlite"], snap["store_rejected_sqlite"]) == (4, 2)
+    stored = sink.query("room", since_ns=now - 1)
+    assert sorted((s.tags["sensor"], s.fields["t"]) for s in stored) == [(f"s{i}", 20.0 + i) for i in range(4)]

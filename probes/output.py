@@ -1,10 +1,12 @@
-"""Printing Samples for people (rich tables) and for scripts (JSON lines, one object each)."""
+"""How Samples look to people (rich tables) and to scripts (JSON lines, one object each), and
+the exit codes both CLIs share. Probes never print: this serves the agent's and the collector's CLIs."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import orjson
 from rich.console import Console
@@ -14,12 +16,16 @@ from probes.model import PROBE_STATUS, Sample
 
 HIDDEN_TAGS = {"site", "agent"}
 
+#: What every netwatch command exits with: 0 all well · 1 a target is down or degraded (or, for a
+#: query, nothing found) · 2 bad config or usage · 3 a runtime failure.
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+
 
 def console() -> Console:
     return Console(highlight=False)
 
 
-def print_json_lines(rows: Iterable[dict]) -> None:
+def print_json_lines(rows: Iterable[Mapping[str, Any]]) -> None:
     out = sys.stdout.buffer
     for row in rows:
         out.write(orjson.dumps(row) + b"\n")

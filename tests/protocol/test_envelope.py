@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import wire
 from probes.model import Sample
+from protocol import envelope as wire
 
 NOW = time.time_ns()
 
@@ -99,9 +99,9 @@ def test_bad_samples_are_dropped_and_counted_not_the_batch() -> None:
             ["m", {}, {}, NOW],
             ["m", {}, {"v": [1]}, NOW],
             ["m", {}, {"v": {"nested": 1}}, NOW],
-        [["not", "a", "name"], {}, {"v": 1}, NOW],
-        ["m", {"t": ["unhashable"]}, {"v": 1}, NOW],
-        ["m", {"t": {"x": 1}}, {"v": 1}, NOW],
+            [["not", "a", "name"], {}, {"v": 1}, NOW],
+            ["m", {"t": ["unhashable"]}, {"v": 1}, NOW],
+            ["m", {"t": {"x": 1}}, {"v": 1}, NOW],
             ["m", {}, {"v": 1}, NOW + 30 * day],
             ["m", {}, {"v": 1}, NOW - 1000 * day],
             "not a list",

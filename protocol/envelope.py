@@ -1,4 +1,4 @@
-"""The batch envelope on ``agents/{id}/metrics``: the one format agent and collector share.
+"""The batch envelope on ``agents/{id}/metrics`` and ``agents/{id}/events``.
 
 Layout: ``b"NW"`` + version byte + codec byte + body. The body is JSON
 ``{"agent", "site", "seq", "sent", "samples": [[measurement, tags, fields, time_ns], ...]}``,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from probes.model import Sample
+from probes.model import INT64_MAX, INT64_MIN, Sample
 
 MAGIC = b"NW"
 VERSION = 1
@@ -30,7 +30,6 @@ MAX_TAG_LEN = 256
 MAX_TAGS = 64
 MAX_FIELDS = 256
 MAX_STRING_FIELD = 16 * 1024
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class WireError(ValueError):
@@ -116,8 +115,8 @@ def _name_ok(s: object, limit: int) -> bool:
         return True
     if not _ok_name(s, limit):
         return False
-    if len(_KNOWN) < _KNOWN_CAP and len(s) <= MAX_NAME_LEN:  # type: ignore[arg-type]
-        _KNOWN.add(s)  # type: ignore[arg-type]
+    if len(_KNOWN) < _KNOWN_CAP and len(s) <= MAX_NAME_LEN:
+        _KNOWN.add(s)
     return True
 
 
