@@ -46,6 +46,8 @@ class AlertEngine:
         self.started_ns = now_ns if now_ns is not None else time.time_ns()
         self.watcher = RuleFileWatcher(config.rules)
         self.evaluator = Evaluator(self.watcher.rules)
+        # Samples arriving before the first tick (a backlog at start-up) are judged against this.
+        self.evaluator.clock_ns = self.started_ns
         self.topology = Topology.load(config.topology) if config.topology else None
         self.store = AlertStore(Path(data_dir) / "alerts.db")
         self.active: dict[str, AlertRow] = {a.fp: a for a in self.store.firing()}

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator, model_validator
 
 from probes.base import Duration
-from probes.configfile import ConfigError, problems_from, read_yaml
+from probes.configfile import ConfigError, StrictModel, problems_from, read_yaml
 from probes.model import FieldValue, Sample
 
 log = logging.getLogger("netwatch.alerting")
@@ -165,7 +165,7 @@ class Condition:
             assert isinstance(rhs, tuple)
             hit = _norm(value) in {_norm(x) for x in rhs}
             return hit if self.op == "in" else not hit
-        a, b = _norm(value), _norm(rhs)  # type: ignore[arg-type]
+        a, b = _norm(value), _norm(rhs)
         if type(a) is not type(b):
             return self.op == "!=" and not (isinstance(a, float) and isinstance(b, float))
         try:
@@ -179,7 +179,7 @@ class Condition:
         if self.ref is not None:
             tail = f" (or {_fmt(self.const)} when the device does not report it)" if self.const is not None else ""
             return f"{_WORDS[self.op]} the sample's own {self.ref}{tail}"
-        return f"{_WORDS[self.op]} {_fmt(self.const)}"  # type: ignore[arg-type]
+        return f"{_WORDS[self.op]} {_fmt(self.const)}"
 
 
 def _norm(v: Any) -> Any:
@@ -371,8 +371,7 @@ def _dur(s: float) -> str:
     return f"{s:g}s"
 
 
-class RuleFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class RuleFile(StrictModel):
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -475,7 +474,9 @@ class SeriesState:
     phase: Literal["inactive", "pending", "firing"] = "inactive"
     since_ns: int = 0  # entered pending
     clear_since_ns: int | None = None  # clear condition holding since (while firing)
-    last_ns: int = 0  # last sample
+    last_ns: int = 0  # the newest sample's time
+    #: how far the newest sample was behind the evaluator's clock when it arrived (a backlog's age)
+    lag_ns: int = 0
     value: FieldValue | None = None
     prev: FieldValue | None = None  # state rules: the previous value
     changed_ns: int = 0  # state rules: when it last changed
@@ -493,7 +494,8 @@ def _num(v: Any) -> float | None:
 def step(
     rule: Rule, st: SeriesState, fp: str, sample_fields: Mapping[str, FieldValue] | None, now_ns: int
 ) -> Transition | None:
-    """Advance one series by a sample (``sample_fields``) or by the clock alone (None).
+    """Advance one series by a sample (``sample_fields``, ``now_ns`` its time) or by the clock
+    alone (None, ``now_ns`` the series' own clock; for absent rules, the evaluator's).
 
     Pure apart from mutating ``st``: no clock, no I/O, so tests drive it with simulated time."""
     if rule.kind == "absent":
@@ -572,11 +574,23 @@ def _step_absent(rule: Rule, st: SeriesState, fp: str, seen: bool, now_ns: int) 
 
 
 class Evaluator:
-    """Every rule over every series it has seen; ``observe`` and ``tick`` return transitions."""
+    """Every rule over every series it has seen; ``observe`` and ``tick`` return transitions.
+
+    One clock, per series: a condition and its ``for`` are measured in the time of the series' own
+    samples. Between samples a series' clock runs on from its newest sample at the pace of the
+    evaluator's clock (``tick``), behind it by the lag that sample arrived with — so live data
+    follows real time, and a backlog an hour old is judged an hour ago: pending states it creates
+    are not promoted "now". A sample older than the series' newest (late data arriving after
+    live data) does not move the series' live state; it is counted in ``late_samples``.
+    Absent rules compare the newest sample with the evaluator's clock: silence is about now.
+    """
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.series: dict[tuple[str, str], SeriesState] = {}  # (rule, fingerprint) -> state
+        #: the evaluator's clock: the newest time ``tick`` was given
+        self.clock_ns = 0
+        self.late_samples = 0
 
     def replace_rules(self, rules: RuleSet) -> None:
         """New rules: series of rules that still exist keep their state (a firing alert stays firing)."""
@@ -598,18 +612,25 @@ class Evaluator:
                 if not rule.selects(s):
                     continue
                 fp, st = self._state(rule, s.tags)
+                if rule.kind != "absent":
+                    if s.time_ns < st.last_ns:
+                        self.late_samples += 1
+                        continue
+                    st.lag_ns = max(0, self.clock_ns - s.time_ns)
                 t = step(rule, st, fp, s.fields, s.time_ns)
                 if t is not None:
                     out.append(t)
         return out
 
     def tick(self, now_ns: int) -> list[Transition]:
+        self.clock_ns = max(self.clock_ns, now_ns)
         out: list[Transition] = []
         for (name, fp), st in self.series.items():
             rule = self.rules.by_name.get(name)
             if rule is None:
                 continue
-            t = step(rule, st, fp, None, now_ns)
+            clock = now_ns if rule.kind == "absent" else max(st.last_ns, now_ns - st.lag_ns)
+            t = step(rule, st, fp, None, clock)
             if t is not None:
                 out.append(t)
         return out

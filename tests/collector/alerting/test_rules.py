@@ -217,3 +217,44 @@ def test_watcher_reloads_and_keeps_old_rules_on_error(tmp_path: Path, caplog: py
     assert "rules[0].when" in (w.last_error or "") and "keeping the previous 2 rules" in caplog.text
     with pytest.raises(ConfigError):
         RuleFileWatcher(p)
+
+
+# -- one clock: sample time, per series ---------------------------------------------------------
+def _room(v: float, t_ns: int) -> Sample:
+    return Sample("room_env", {"site": "t1", "sensor": "s1"}, {"temperature_c": v}, t_ns)
+
+
+def test_backlog_arriving_after_live_data_does_not_fire_now() -> None:
+    """The township reconnects: its live samples (fine) arrive first, then an hour-old backlog of
+    hot samples spanning twice the rule's `for`. Nothing may fire now."""
+    r = rule(measurement="room_env", field="temperature_c", when="> 27", **{"for": "5m"})
+    ev = Evaluator(RuleSet([r]))
+    now = T0 + 3600 * NS
+    ev.tick(now)
+    assert ev.observe(_room(22.0, now)) == []
+    backlog = [_room(30.0, T0 + i * 30 * NS) for i in range(21)]  # 10 minutes hot, an hour ago
+    out = [t for s in backlog for t in ev.observe(s)]
+    for i in range(1, 11):
+        out += ev.tick(now + i * NS)
+    assert out == []
+    assert ev.late_samples == len(backlog)
+    # and the live series still works: hot from now on fires after 5 minutes of its own time
+    fired = [t for i in range(1, 12) for t in ev.observe(_room(30.0, now + i * 30 * NS)) + ev.tick(now + i * 30 * NS)]
+    assert [(t.state, t.at_ns) for t in fired] == [("firing", now + 11 * 30 * NS)]
+
+
+def test_backlog_alone_is_judged_in_its_own_time() -> None:
+    """A backlog arriving on its own (nothing newer yet): hot from an hour ago for two minutes,
+    `for: 5m`. The old engine promoted it at the next tick (wall time minus the first hot
+    sample's time is an hour). In the series' own time only 2 minutes have passed; its clock runs
+    on from its newest sample at the wall clock's pace, so it reaches 5 minutes 3 minutes later —
+    and the alert starts at the series' time, an hour ago, not now."""
+    r = rule(measurement="room_env", field="temperature_c", when="> 27", **{"for": "5m"})
+    ev = Evaluator(RuleSet([r]))
+    now = T0 + 3600 * NS
+    ev.tick(now)
+    out = [t for i in range(5) for t in ev.observe(_room(30.0, T0 + i * 30 * NS))]  # hot at 0..120 s
+    out += [t for i in range(1, 180) for t in ev.tick(now + i * NS)]
+    assert out == []
+    fired = ev.tick(now + 180 * NS)
+    assert [(t.state, t.at_ns) for t in fired] == [("firing", T0 + 300 * NS)]
