@@ -339,7 +339,9 @@ class NetwatchSubject(Subject):
         )
         self.cfg = collector_config.load(path)
         self.collector = Collector(self.cfg)
-        for sink in self.collector.sinks:
+        # the sinks: behind the store stage since the core refactor, on the collector before it
+        store = getattr(self.collector, "store", None)
+        for sink in store.sinks if store is not None else self.collector.sinks:
             _count_calls(self, sink)
 
     def start(self) -> None:

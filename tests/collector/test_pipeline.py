@@ -3,10 +3,13 @@ never stops the others; alerting runs on its own thread."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -58,7 +61,9 @@ def _publish(port: int, batches: list[tuple[str, int, list[Sample]]]) -> None:
     topics = Topics()
     try:
         for agent, seq, samples in batches:
-            c.publish(topics.agent(agent, "metrics"), envelope.encode(agent, "t1", seq, samples), qos=1).wait_for_publish(5)
+            c.publish(
+                topics.agent(agent, "metrics"), envelope.encode(agent, "t1", seq, samples), qos=1
+            ).wait_for_publish(5)
         status = b'{"state":"online","agent":"a1","version":"9"}'
         c.publish(topics.agent("a1", "status"), status, qos=1, retain=True).wait_for_publish(5)
     finally:
@@ -98,3 +103,13 @@ def test_failing_alerting_does_not_stop_storing(tmp_path: Path, mosquitto: Mosqu
     # the inventory stage went on too
     agents = {a["id"]: a for a in col.agents()}
     assert agents["a1"]["batches"] == 20 and agents["a1"]["version"] == "9"
+    # and `netwatch-collector stats` shows the failing stage
+    r = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "stats", "--json", "--config", str(tmp_path / "c.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    shown = orjson.loads(r.stdout)
+    assert shown["stage_errors"]["alerting"] >= 3 and shown["stored_samples"] == 60
