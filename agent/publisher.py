@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -15,33 +14,12 @@ import paho.mqtt.client as mqtt
 from agent import __version__
 from agent.config import AgentConfig
 from agent.spool import Spool
+from probes.ratelimit import TokenBucket
 from protocol.mqtt import make_client
 from protocol.status import State, Status
 from protocol.topics import Kind, Topics
 
 log = logging.getLogger("netwatch.agent.publisher")
-
-
-class TokenBucket:
-    """Bytes per second with a one-second burst; a payload larger than the burst may go once
-    the bucket is full, so nothing is stuck forever."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.tokens = rate
-        self.last = clock()
-
-    def take(self, n: int) -> bool:
-        if self.rate <= 0:
-            return True
-        now = self.clock()
-        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= min(n, self.rate):
-            self.tokens -= n
-            return True
-        return False
 
 
 #: the topic kinds a spooled batch may go to

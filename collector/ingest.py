@@ -143,7 +143,12 @@ class Ingest:
         out = Classified()
         in_group: set[tuple[str, int]] = set()
         for topic, payload in messages:
-            r = self.handle(topic, payload)
+            try:
+                r = self.handle(topic, payload)
+            except Exception as e:  # a bug in validation: this message is refused, the rest go on
+                self.counters.stage_error("ingest", e)
+                self._refuse("internal_error", "?", f"{type(e).__name__} on {topic[:200]}")
+                continue
             if isinstance(r, Accepted):
                 key = (r.topic.agent, r.envelope.seq)
                 if key in in_group:

@@ -18,7 +18,7 @@ from collector.alerting.stage import AlertHook, AlertStage
 from collector.api import ApiServer, QueryUnsupported
 from collector.broker import EmbeddedBroker
 from collector.config import CollectorConfig
-from collector.ingest import Classified, Ingest
+from collector.ingest import Ingest
 from collector.inventory import Inventory
 from collector.receive import Receiver
 from collector.state import StateDB, read_agents
@@ -106,11 +106,7 @@ class Collector:
     def _process(self, msgs: list[mqtt.MQTTMessage]) -> bool:
         """Store and acknowledge ``msgs``. False only when stopping while a store is down (the
         messages stay unacknowledged and the broker redelivers them)."""
-        try:
-            group = self.ingest.classify((m.topic, bytes(m.payload)) for m in msgs)
-        except Exception as e:  # a bug in validation must not wedge the pipeline on one message
-            self.counters.stage_error("ingest", e)
-            group = Classified()
+        group = self.ingest.classify((m.topic, bytes(m.payload)) for m in msgs)
         samples = group.samples
         if not self.store.write(samples):
             return False

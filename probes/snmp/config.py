@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from probes.base import Duration, ExistingFile, ProbeConfig
+from probes.configfile import SecretMissing, read_secret
 
 Version = Literal["1", "2c", "3"]
 #: Names as net-snmp's ``-a`` / ``-x`` spell them, so a working ``snmpget`` line carries over.
@@ -23,31 +23,6 @@ SecurityLevel = Literal["noAuthNoPriv", "authNoPriv", "authPriv"]
 #: USM turns pass phrases shorter than this into keys most agents refuse (RFC 3414 11.2).
 MIN_PASSPHRASE = 8
 _HOST = re.compile(r"^[A-Za-z0-9._:\-\[\]%]+$")
-
-
-class SecretMissing(ValueError):
-    """A secret named in the config cannot be read now (variable unset, file gone or empty)."""
-
-
-def read_secret(value: SecretStr | None, env: str | None, file: Path | None, what: str) -> str | None:
-    """The secret from whichever source is set (literal, environment variable, file), read now so a
-    rotated file or variable is picked up on the next session. ``None`` when no source is set."""
-    if value is not None:
-        return value.get_secret_value()
-    if env is not None:
-        text = os.environ.get(env)
-        if not text:
-            raise SecretMissing(f"{what}: environment variable {env} is not set or empty")
-        return text
-    if file is not None:
-        try:
-            text = Path(file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise SecretMissing(f"{what}: cannot read {file}: {e}") from None
-        if not text:
-            raise SecretMissing(f"{what}: {file} is empty")
-        return text
-    return None
 
 
 def _sources(cfg: SnmpConfig, name: str) -> list[str]:

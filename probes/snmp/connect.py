@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from probes.snmp.config import SecretMissing, SnmpConfig
+from probes.configfile import SecretMissing
+from probes.snmp.config import SnmpConfig
 from probes.snmp.fastwalk import FastSession
 from probes.snmp.pysnmp_session import PysnmpSession
 from probes.snmp.session import Session, SnmpAuthError

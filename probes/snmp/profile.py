@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from probes.configfile import problems_from
+from probes.configfile import StrictModel, problems_from
 
 PROFILES_DIR = Path(__file__).resolve().with_name("profiles")
 ENTERPRISES = "1.3.6.1.4.1"
@@ -42,11 +42,7 @@ Oid = Annotated[str, AfterValidator(_oid)]
 Ident = Annotated[str, Field(pattern=_IDENT, max_length=64)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Source(_Strict):
+class Source(StrictModel):
     """Where a value is read: a scalar instance (``…​.0``) or a table column."""
 
     oid: Oid
@@ -56,7 +52,7 @@ class Source(_Strict):
     rows: Rows | None = None
 
 
-class FieldSpec(_Strict):
+class FieldSpec(StrictModel):
     """One field (or tag) of a Sample. ``oid`` (+ ``scale``/``rows``) is shorthand for a single
     source; ``sources`` lists fallbacks tried in order, per row: the first that has a usable value
     wins (ifHCInOctets, else ifInOctets)."""
@@ -98,7 +94,7 @@ class FieldSpec(_Strict):
         return "int" if self.enum is not None or self.map is not None else "float"
 
 
-class RateSpec(_Strict):
+class RateSpec(StrictModel):
     """A per-second rate of a counter field, from this poll and the previous one."""
 
     counter: Ident
@@ -108,7 +104,7 @@ class RateSpec(_Strict):
     limit_scale: float = 1.0
 
 
-class DeriveSpec(_Strict):
+class DeriveSpec(StrictModel):
     """A field computed from others of the same row: a sum, a product, or a percentage."""
 
     sum: tuple[Ident, ...] = ()
@@ -132,7 +128,7 @@ class DeriveSpec(_Strict):
         return self.sum or self.product or (self.percent or "", self.of or "")
 
 
-class ScalarGroup(_Strict):
+class ScalarGroup(StrictModel):
     """One Sample per device from scalars (and table columns read with ``rows``)."""
 
     measurement: Ident
@@ -142,7 +138,7 @@ class ScalarGroup(_Strict):
     quirks: tuple[Quirk, ...] = ()
 
 
-class TableSpec(_Strict):
+class TableSpec(StrictModel):
     """One Sample per table row: columns joined on their index."""
 
     measurement: Ident
@@ -188,7 +184,7 @@ class TableSpec(_Strict):
         return self
 
 
-class Match(_Strict):
+class Match(StrictModel):
     """When auto-selection applies the profile."""
 
     #: Every device (the standard MIBs); an absent table costs one request.
@@ -202,7 +198,7 @@ class Match(_Strict):
     detect: tuple[Oid, ...] = ()
 
 
-class Profile(_Strict):
+class Profile(StrictModel):
     name: Ident
     description: str = Field(min_length=1)
     match: Match = Field(default_factory=Match)

@@ -198,7 +198,7 @@ class PysnmpTransport:
         )
         from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 
-        from probes.snmp.config import SecretMissing
+        from probes.configfile import SecretMissing
 
         cfg = self.cfg
         try:

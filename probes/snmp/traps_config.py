@@ -14,7 +14,8 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from probes.base import Duration, ExistingFile, ProbeConfig
 
 # The same protocol names, pass-phrase rule and secret sources as the polling side's config.
-from probes.snmp.config import MIN_PASSPHRASE, AuthProto, PrivProto, read_secret
+from probes.configfile import read_secret
+from probes.snmp.config import MIN_PASSPHRASE, AuthProto, PrivProto
 
 _HEX = re.compile(r"^(0x)?([0-9a-fA-F]{10,64})$")
 

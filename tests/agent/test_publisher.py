@@ -9,8 +9,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from agent import config as agent_config
-from agent.publisher import Publisher, TokenBucket
+from agent.publisher import Publisher
 from agent.spool import Spool
+from probes.ratelimit import TokenBucket
 
 
 class Clock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 
 import pytest
 
@@ -81,3 +82,28 @@ def test_seq_window_is_bounded() -> None:
     for i in range(1000):
         w.add(i)
     assert len(w) == 100 and 999 in w and 899 not in w
+
+
+def test_a_validation_bug_refuses_that_message_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception inside validation (a bug, not a bad payload) is counted as a stage error and
+    an `internal_error` refusal for that one message; the messages around it are classified."""
+    ing = Ingest(ROOT, wire.Limits())
+    real = wire.decode
+
+    def flaky(payload: bytes, **kw: object) -> wire.Envelope:
+        if b"boom" in zlib.decompress(payload[4:]):
+            raise KeyError("bug")
+        return real(payload, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wire, "decode", flaky)
+    boom = wire.encode("a1", "t", 2, [Sample("boom", {}, {"v": 1}, time.time_ns())])
+    group = ing.classify(
+        [
+            (f"{ROOT}/agents/a1/metrics", _batch("a1", 1)),
+            (f"{ROOT}/agents/a1/metrics", boom),
+            (f"{ROOT}/agents/a1/metrics", _batch("a1", 3)),
+        ]
+    )
+    assert [a.envelope.seq for a in group.accepted] == [1, 3]
+    snap = ing.counters.snapshot()
+    assert snap["stage_errors"] == {"ingest": 1} and snap["rejected"] == {"internal_error": 1}
