@@ -11,28 +11,6 @@ import paho.mqtt.client as mqtt
 from agent import config as agent_config
 from agent.publisher import Publisher
 from agent.spool import Spool
-from probes.ratelimit import TokenBucket
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_token_bucket_rate_and_big_payloads() -> None:
-    clock = Clock()
-    b = TokenBucket(1000, clock)
-    assert b.take(600) and not b.take(600)  # 400 left
-    clock.t = 0.2  # +200
-    assert b.take(600)
-    assert not b.take(5000)
-    clock.t = 10.0  # full again: a payload larger than the burst may go
-    assert b.take(5000)
-    assert not b.take(1)
-    assert TokenBucket(0, clock).take(10**9)  # 0 = no limit
 
 
 def _publisher(tmp_path: Path, rate: str) -> tuple[Publisher, list[str]]:

@@ -50,3 +50,17 @@ def test_burst_of_two_seconds_as_the_trap_receiver_uses_it() -> None:
 def test_zero_rate_means_no_limit() -> None:
     b = TokenBucket(0, Clock())
     assert all(b.take(10**9) for _ in range(3))
+
+
+def test_the_publishers_drain_rate_in_bytes() -> None:
+    """As the agent uses it: bytes per second, payloads of mixed size."""
+    clock = Clock()
+    b = TokenBucket(1000, clock)
+    assert b.take(600) and not b.take(600)  # 400 left
+    clock.now += 0.2  # +200
+    assert b.take(600)
+    assert not b.take(5000)
+    clock.now += 10.0  # full again: a payload larger than the burst may go
+    assert b.take(5000)
+    assert not b.take(1)
+    assert TokenBucket(0, clock).take(10**9)  # 0 = no limit
