@@ -203,7 +203,7 @@ class Collector:
             **self.counters.snapshot(),
             **self.store_spools(),
             "queue_depth": self.receiver.depth,
-            "alerting_queue_depth": self.alerting.depth if self.alerting is not None else 0,
+            **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
         }
 

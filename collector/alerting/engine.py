@@ -266,6 +266,14 @@ class AlertEngine:
         self._seen_dirty.clear()
         self.store.save_last_seen(rows)
 
+    def stats(self) -> dict[str, int]:
+        return {
+            "alerting_active": len(self.active),
+            "alerting_series": len(self.evaluator.series),
+            # samples older than their series' newest: not evaluated as live (see Evaluator)
+            "alerting_late_samples": self.evaluator.late_samples,
+        }
+
     # -- for the CLI and tests ---------------------------------------------------------------
     def firing(self) -> list[AlertRow]:
         return sorted(self.active.values(), key=lambda a: a.id)

@@ -34,6 +34,9 @@ class AlertHook(Protocol):
     def tick(self, now_ns: int) -> None:
         """About once a second: time-based conditions (absent), notifications, housekeeping."""
 
+    def stats(self) -> dict[str, int]:
+        """The engine's own counts for ``stats`` (read from another thread: plain numbers only)."""
+
     def close(self) -> None: ...
 
 
@@ -59,6 +62,13 @@ class AlertStage:
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def stats(self) -> dict[str, int]:
+        try:
+            return {**self.engine.stats(), "alerting_queue_depth": self.depth}
+        except Exception as e:
+            self.counters.stage_error("alerting", e)
+            return {"alerting_queue_depth": self.depth}
 
     def _put(self, item: list[Sample] | _Status, samples: int) -> None:
         try:

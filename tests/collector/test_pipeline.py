@@ -42,6 +42,9 @@ class ExplodingAlerts:
     def tick(self, now_ns: int) -> None:
         raise ZeroDivisionError("tick bug")
 
+    def stats(self) -> dict[str, int]:
+        raise RuntimeError("stats bug")
+
     def close(self) -> None:
         self.closed = True
 

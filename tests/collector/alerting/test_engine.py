@@ -289,3 +289,19 @@ def test_weekly_maintenance_window_holds_notices(tmp_path: Path) -> None:
         assert rig.sent == [] and len(rig.engine.firing()) == 1
     finally:
         rig.engine.close()
+
+
+def test_late_backlog_is_not_paged_and_is_counted(rig: Rig) -> None:
+    """Live data from a room (fine) reaches the engine before that room's backlog from an hour
+    ago (hot): no alert opens, nothing is sent, and the late samples show in the engine's stats."""
+    rig.advance(1, agents=ALL)
+    live = Sample("room_env", {"site": "t1", "agent": "ag-t1"}, {"temperature_c": 22.0}, rig.now)
+    rig.engine.observe([live])
+    backlog = [
+        Sample("room_env", {"site": "t1", "agent": "ag-t1"}, {"temperature_c": 31.0}, rig.now - (3600 - i) * NS)
+        for i in range(0, 600, 30)
+    ]
+    rig.engine.observe(backlog)
+    rig.advance(30, agents=ALL)
+    assert rig.engine.firing() == [] and rig.sent == []
+    assert rig.engine.stats()["alerting_late_samples"] == len(backlog)
