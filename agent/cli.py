@@ -137,7 +137,7 @@ def check(config: ConfigOpt, json: JsonOpt = False) -> None:
                     "agent": cfg.agent.id,
                     "site": cfg.agent.site,
                     "broker": f"{cfg.mqtt.host}:{cfg.mqtt.port}",
-                    "tls": cfg.mqtt.tls is not None,
+                    "tls": cfg.mqtt.uses_tls,
                     "probes": rows,
                 }
             ]
@@ -150,7 +150,7 @@ def check(config: ConfigOpt, json: JsonOpt = False) -> None:
         f"config OK / 配置有效: [bold]{config}[/bold] — agent [cyan]{cfg.agent.id}[/cyan] at site {cfg.agent.site}"
     )
     con.print(
-        f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.tls else '[yellow]no TLS[/yellow]'}"
+        f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.uses_tls else '[yellow]no TLS[/yellow]'}"
         f"{', user ' + cfg.mqtt.username if cfg.mqtt.username else ''}; spool {cfg.spool.path}"
     )
     t = Table(title=f"{len(rows)} probes / 个探测")

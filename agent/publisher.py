@@ -106,7 +106,7 @@ class Publisher:
             "connected to broker %s:%d%s%s",
             m.host,
             m.port,
-            " (TLS)" if m.tls else "",
+            " (TLS)" if m.uses_tls else "",
             f"; draining a backlog of {backlog} batches" if backlog else "",
         )
         self._kick()

@@ -129,6 +129,11 @@ class Agent:
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
         self.publisher.start()
         m = self.cfg.mqtt
+        if m.plaintext_off_host:
+            log.warning(
+                "mqtt.tls is false: the password and all data go to %s in clear / 未加密：口令和数据明文传输",
+                m.host,
+            )
         log.info(
             "agent %s (site %s): %d probes, publishing to %s:%d as %s",
             self.cfg.agent.id,

@@ -157,7 +157,6 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
     if sqlite is None and f.storage.influxdb is None:
         sqlite = SqliteStore()  # the embedded default
     embedded = f.mqtt is None
-    mqtt = f.mqtt or Mqtt(host=f.embedded_broker.host, port=f.embedded_broker.port)
     if embedded and f.embedded_broker.host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(
             p or "<defaults>",
@@ -169,6 +168,7 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
                 )
             ],
         )
+    mqtt = f.mqtt or Mqtt(host=f.embedded_broker.host, port=f.embedded_broker.port)
     alerting = None
     if f.alerting is not None:
         from collector.alerting.config import AlertingConfig

@@ -243,6 +243,8 @@ class Collector:
             self._api = ApiServer(self, self.cfg.api.host, self.cfg.api.port)
             self._api.start()
         m = self.cfg.mqtt
+        if m.plaintext_off_host:
+            log.warning("mqtt.tls is false: the password and all data cross the network to %s in clear", m.host)
         log.info(
             "collector %s: broker %s:%d%s, stores: %s, state %s",
             self.cfg.collector.id,

@@ -3,9 +3,10 @@ and the one place a paho client gets its credentials and TLS set up."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -14,6 +15,16 @@ from pydantic import Field, ValidationInfo, model_validator
 from probes.base import Duration, ExistingFile
 from probes.configfile import StrictModel, checks_files, read_secret
 from protocol.topics import DEFAULT_ROOT
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Tls(StrictModel):
@@ -38,7 +49,9 @@ class Mqtt(StrictModel):
     password: str | None = Field(None, repr=False)
     password_file: ExistingFile | None = None
     password_env: str | None = None
-    tls: Tls | None = None
+    #: TLS settings; required for a broker off this machine. ``false`` written out allows plaintext
+    #: there anyway (and the agent warns at every start); left out, only loopback is allowed.
+    tls: Tls | Literal[False] | None = None
     topic_root: str = DEFAULT_ROOT
     keepalive: Duration = 30.0
     client_id: str | None = None
@@ -52,11 +65,25 @@ class Mqtt(StrictModel):
             raise ValueError(f"give only one of {', '.join(given)}")
         if given and not self.username:
             raise ValueError("a password needs a username")
+        if self.tls is None and not is_loopback(self.host):
+            raise ValueError(
+                f"broker {self.host} is not on this machine and no tls section is given: passwords and data "
+                "would cross the network in clear — add tls: {ca_file: ...}, or write tls: false to accept that"
+            )
         if not checks_files(info):
             return self
         if self.password_env is not None and self.password_env not in os.environ:
             raise ValueError(f"environment variable {self.password_env} (password_env) is not set")
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return isinstance(self.tls, Tls)
+
+    @property
+    def plaintext_off_host(self) -> bool:
+        """Plaintext to another machine, allowed by ``tls: false``: worth a warning every start."""
+        return not self.uses_tls and not is_loopback(self.host)
 
     def resolved_password(self) -> str | None:
         return read_secret(self.password, self.password_env, self.password_file, "mqtt password")
@@ -82,7 +109,7 @@ def make_client(
     if settings.username:
         c.username_pw_set(settings.username, settings.resolved_password())
     tls = settings.tls
-    if tls is not None:
+    if isinstance(tls, Tls):
         c.tls_set(
             ca_certs=str(tls.ca_file) if tls.ca_file else None,
             certfile=str(tls.cert_file) if tls.cert_file else None,

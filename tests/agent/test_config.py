@@ -117,4 +117,33 @@ def test_shipped_configs_are_valid(path: Path) -> None:
 
         assert Topology.load(path).sites
     else:
-        pytest.fail(f"{path}: name it agent*.yaml / collector*.yaml (or put it under agents/ or rules/) so it is checked")
+        pytest.fail(
+            f"{path}: name it agent*.yaml / collector*.yaml (or put it under agents/ or rules/) so it is checked"
+        )
+
+
+def test_plaintext_to_another_machine_needs_tls_false_written_out(tmp_path: Path) -> None:
+    """A broker off this machine without a tls section is refused at load (exit 2, the fix named);
+    `tls: false` written out is accepted, and then `check` says there is no TLS."""
+    remote = GOOD.replace("host: 127.0.0.1", "host: broker.city.example")
+    assert "broker.city.example" in remote
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "--config", str(_write(tmp_path, remote))],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    out = r.stdout.replace("\n", " ")
+    assert "mqtt" in out and "in clear" in out and "tls: false" in out
+    allowed = _write(tmp_path, remote.replace("mqtt: {", "mqtt: {tls: false, "))
+    cfg = config.load(allowed)
+    assert cfg.mqtt.plaintext_off_host and not cfg.mqtt.uses_tls
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check", "--config", str(allowed)], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "no TLS" in r.stdout
+    # loopback needs nothing, and any 127.0.0.0/8 or ::1 address counts as loopback
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "::1"):
+        assert not config.load(
+            _write(tmp_path, GOOD.replace("host: 127.0.0.1", f"host: '{host}'"))
+        ).mqtt.plaintext_off_host
