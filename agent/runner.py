@@ -18,6 +18,7 @@ from agent.config import AgentConfig
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
+from probes.files import private_file
 from probes.model import EVENT, Sample
 from protocol import envelope
 from protocol.status import HEALTH_MEASUREMENT
@@ -37,7 +38,7 @@ class Agent:
     def __init__(self, cfg: AgentConfig, *, tee: Path | None = None) -> None:
         self.cfg = cfg
         # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
-        self._tee: BinaryIO | None = open(tee, "ab") if tee is not None else None  # noqa: SIM115
+        self._tee: BinaryIO | None = open(private_file(tee, sqlite=False), "ab") if tee is not None else None  # noqa: SIM115
         if self._tee is not None:
             self._tee.write(b"\n" + orjson.dumps({"run_started": time.time_ns()}) + b"\n")
         self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age)

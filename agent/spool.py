@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from probes.files import private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY,
@@ -42,7 +44,7 @@ class SpoolStats:
 class Spool:
     def __init__(self, path: str | Path, *, max_bytes: int, max_age_s: float) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self.max_bytes = max_bytes
         self.max_age_ns = int(max_age_s * 1e9)
         self._db = sqlite3.connect(self.path, isolation_level=None)

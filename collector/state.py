@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from probes.files import private_file
 from protocol.status import Status
 
 _SCHEMA = """
@@ -71,7 +72,7 @@ AGENT_COLUMNS = (
 class StateDB:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from probes.files import private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
   id INTEGER PRIMARY KEY,
@@ -52,7 +54,7 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(sent_ns, failed, channel);
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)
     db = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from collector.storage.base import Sink, StoreRejected, StoreUnavailable
+from probes.files import private_file
 from probes.model import Sample
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class BufferedSink:
         self.inner = inner
         self.name = inner.name
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self.max_bytes = max_bytes
         self.retry_s = retry_s
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

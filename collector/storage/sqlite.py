@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from collector.storage.base import StorageError, StoreRejected, StoreUnavailable
+from probes.files import private_file
 from probes.model import INT64_MAX, INT64_MIN, FieldValue, Sample, storable
 
 SCHEMA_VERSION = 1
@@ -231,7 +232,7 @@ class SqliteSink(SqliteReader):
         if retention_s is not None and retention_s <= 0:
             raise ValueError("retention_s must be positive (or None to keep everything)")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
