@@ -35,7 +35,8 @@ class Spool(StrictModel):
 class Publish(StrictModel):
     #: how often collected samples are cut into a batch
     batch_interval: Duration = 5.0
-    batch_max_samples: int = Field(2000, ge=1, le=50_000)
+    #: at most 10,000: a batch must stay under the broker's packet limit (1 MiB compressed)
+    batch_max_samples: int = Field(2000, ge=1, le=10_000)
     compress: bool = True
     #: After an outage the backlog drains oldest-first at this many bytes per second, so a
     #: recovering WAN link is not flooded; fresh batches go out at once meanwhile. 0 = no limit,

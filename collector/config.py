@@ -84,7 +84,9 @@ class Storage(StrictModel):
 
 class Limits(StrictModel):
     max_payload_bytes: ByteSize = 1024 * 1024
-    max_body_bytes: ByteSize = 16 * 1024 * 1024
+    max_body_bytes: ByteSize = 8 * 1024 * 1024
+    #: how many times its compressed size a body may expand to (a decompression bomb: 1000x)
+    max_ratio: int = Field(32, ge=2)
     max_samples_per_batch: int = Field(50_000, ge=1)
     max_past: Duration = 400 * 86400.0
     max_future: Duration = 3600.0
@@ -92,11 +94,29 @@ class Limits(StrictModel):
     dedup_window: int = Field(100_000, ge=100)
     #: distinct series one agent may have; samples opening more are dropped and counted
     max_series_per_agent: int = Field(20_000, ge=1)
+    #: what one agent may send, on average over ``quota_burst``: messages past it are refused and
+    #: counted (over_quota). A township sends a few KiB/s; its backlog drains at 32 KiB/s by default.
+    agent_bytes_per_s: ByteSize = 1024 * 1024
+    agent_messages_per_s: float = Field(50.0, gt=0)
+    quota_burst: Duration = 10.0
+    #: messages received but not yet processed, in bytes; past it the broker waits for us
+    max_queue_bytes: ByteSize = 64 * 1024 * 1024
 
     def wire(self) -> WireLimits:
         return WireLimits(
-            self.max_payload_bytes, self.max_body_bytes, self.max_samples_per_batch, self.max_past, self.max_future
+            max_payload_bytes=self.max_payload_bytes,
+            max_body_bytes=self.max_body_bytes,
+            max_ratio=self.max_ratio,
+            max_samples=self.max_samples_per_batch,
+            max_past_s=self.max_past,
+            max_future_s=self.max_future,
         )
+
+
+class IdentitySection(StrictModel):
+    #: the site tree whose sites list their agents: the centre stamps each agent's site and county
+    #: from it and refuses agents it does not list (default: alerting.topology)
+    topology: ExistingFile | None = None
 
 
 class Api(StrictModel):
@@ -113,6 +133,7 @@ class CollectorFile(StrictModel):
     storage: Storage = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     limits: Limits = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     api: Api = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    identity: IdentitySection = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     #: rules, topology and notification channels (collector/alerting); leave out for none
     alerting: dict[str, Any] | None = None
 
@@ -129,6 +150,8 @@ class CollectorConfig:
     api: Api
     #: validated at load; None: no alerting
     alerting: AlertingConfig | None = None
+    #: the registry of agents and sites; None: open (sites from the agents)
+    topology: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -177,4 +200,5 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
             alerting = AlertingConfig.model_validate(f.alerting, context=ctx)
         except ValidationError as e:
             raise ConfigError(p or "<defaults>", problems_from(e, AlertingConfig, prefix=("alerting",))) from None
-    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api, alerting)
+    topology = f.identity.topology or (alerting.topology if alerting is not None else None)
+    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api, alerting, topology)

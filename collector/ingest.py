@@ -8,14 +8,17 @@ stored (``commit``), which the pipeline calls only after the store stage has the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from collector.registry import Registry
 from collector.stats import Counters
 from probes.model import Sample
+from probes.ratelimit import TokenBucket
 from protocol import envelope
 from protocol.status import Status, decode_status
 from protocol.topics import Topic, Topics
@@ -45,9 +48,27 @@ class SeqWindow:
 
 
 class SeenLog(Protocol):
-    """Where stored sequence numbers are made durable (state.db), so a restart still drops copies."""
+    """Where stored sequence numbers (and new series) are made durable (state.db), so a restart
+    still drops copies and still knows each agent's series."""
 
     def record_seen(self, agent: str, seq: int) -> None: ...
+
+    def record_series(self, agent: str, keys: Iterable[int]) -> None: ...
+
+
+def series_key(measurement: str, tags: Mapping[str, str]) -> int:
+    """A series' identity that is the same in every process (``hash()`` is salted per process)."""
+    text = "\x00".join([measurement, *(f"{k}\x01{v}" for k, v in sorted(tags.items()))])
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one agent may send: bytes and messages per second, averaged over ``burst_s``."""
+
+    bytes_per_s: float
+    messages_per_s: float
+    burst_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -83,16 +104,29 @@ class Ingest:
         dedup_window: int = 100_000,
         max_series_per_agent: int = 20_000,
         counters: Counters | None = None,
+        registry: Registry | None = None,
+        quota: Quota | None = None,
+        known_series: Mapping[str, Iterable[int]] | None = None,
     ) -> None:
         self.topics = Topics(root)
         self.limits = limits
         self.dedup_window = dedup_window
         self.max_series_per_agent = max_series_per_agent
         self.counters = counters or Counters()
+        self.registry = registry or Registry(None)
+        self.quota = quota
+        self._buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
         self._windows: dict[str, SeqWindow] = {}
+        # Series per agent: stable keys (persisted, so the cap holds across restarts) and, for
+        # the hot path, the per-process hashes of the ones seen since start.
+        self._stable: dict[str, set[int]] = {a: set(keys) for a, keys in (known_series or {}).items()}
         self._series: dict[str, set[int]] = {}
+        self._new_series: dict[str, list[int]] = {}
         self._logged: set[tuple[str, str]] = set()
         self._duplicates: Counter[str] = Counter()
+        self._overridden: Counter[str] = Counter()
+        self._unknown: Counter[str] = Counter()
+        self._over_quota: Counter[str] = Counter()
 
     def _log_once(self, reason: str, agent: str, text: str, *args: object) -> None:
         # Once per (reason, agent): a broken agent must not flood the log.
@@ -124,18 +158,35 @@ class Ingest:
         self.counters.inc("duplicates")
         self._duplicates[agent] += 1
 
-    def take_duplicates(self) -> dict[str, int]:
-        """Duplicates dropped per agent since the last call (the inventory adds them up)."""
-        out, self._duplicates = dict(self._duplicates), Counter()
+    def take_counts(self) -> dict[str, dict[str, int]]:
+        """Per agent since the last call: duplicates, samples whose tags tried to override the
+        centre's identity, messages over quota; and messages from unknown agents."""
+        out = {
+            "duplicates": dict(self._duplicates),
+            "identity_overridden": dict(self._overridden),
+            "over_quota": dict(self._over_quota),
+            "unknown": dict(self._unknown),
+        }
+        self._duplicates, self._overridden, self._over_quota, self._unknown = (
+            Counter(),
+            Counter(),
+            Counter(),
+            Counter(),
+        )
         return out
 
     def commit(self, accepted: Sequence[Accepted], seen_log: SeenLog | None = None) -> None:
-        """The batches are stored: remember them (and make that durable in ``seen_log``)."""
+        """The batches are stored: remember them (and make that durable in ``seen_log``, with the
+        series they opened)."""
         for a in accepted:
             e = a.envelope
             self.mark(e.agent, e.seq)
             if seen_log is not None:
                 seen_log.record_seen(e.agent, e.seq)
+        if seen_log is not None:
+            for agent, keys in self._new_series.items():
+                seen_log.record_series(agent, keys)
+        self._new_series.clear()
 
     # -- classifying -----------------------------------------------------------------------------
     def classify(self, messages: Iterable[tuple[str, bytes]]) -> Classified:
@@ -168,15 +219,36 @@ class Ingest:
         if t is None:
             self._refuse("bad_topic", "?", topic[:200])
             return None
+        identity = self.registry.identity(t.agent)
+        if identity is None:
+            self._unknown[t.agent] += 1
+            self._refuse("unknown_agent", t.agent, "not in the topology nor admitted — see netwatch-collector agents")
+            return None
+        if not self._within_quota(t.agent, len(payload)):
+            self._over_quota[t.agent] += 1
+            self._refuse("over_quota", t.agent, "more than limits.agent_bytes_per_s / agent_messages_per_s")
+            return None
         if t.kind == "status":
             return self._status(t, payload)
         if t.kind not in ("metrics", "events"):
             return None  # cmd/result: with remote control
         try:
-            env = envelope.decode(payload, topic_agent=t.agent, limits=self.limits)
+            env = envelope.decode(
+                payload, topic_agent=t.agent, limits=self.limits, identity=identity if identity else None
+            )
         except envelope.WireError as e:
             self._refuse(e.reason, t.agent, e.detail)
             return None
+        if env.overridden:
+            self._overridden[t.agent] += env.overridden
+            self.counters.inc("identity_overridden", env.overridden)
+            self._log_once(
+                "identity_overridden",
+                t.agent,
+                "%d samples from %s carried their own site/county tags: replaced by the centre's",
+                env.overridden,
+                t.agent,
+            )
         for reason, n in env.dropped.items():
             self.counters.drop(reason, n)
             self._log_once(reason, t.agent, "dropped %d samples from %s: %s", n, t.agent, reason)
@@ -185,18 +257,36 @@ class Ingest:
             return None
         return Accepted(t, self._cap_series(t.agent, env))
 
+    def _within_quota(self, agent: str, size: int) -> bool:
+        q = self.quota
+        if q is None:
+            return True
+        buckets = self._buckets.get(agent)
+        if buckets is None:
+            buckets = self._buckets[agent] = (
+                TokenBucket(q.bytes_per_s, burst=q.bytes_per_s * q.burst_s),
+                TokenBucket(q.messages_per_s, burst=q.messages_per_s * q.burst_s),
+            )
+        return buckets[1].take(1) and buckets[0].take(size)
+
     def _cap_series(self, agent: str, env: envelope.Envelope) -> envelope.Envelope:
         """Drop samples that would open a series past the agent's cap (a broken or hostile agent
-        inventing tag values must not flood the store with millions of series)."""
+        inventing tag values must not flood the store with millions of series). The cap counts
+        the series known before a restart too."""
         known = self._series.setdefault(agent, set())
+        stable = self._stable.setdefault(agent, set())
         keep: list[Sample] = []
         over = 0
         for s in env.samples:
             key = hash((s.measurement, frozenset(s.tags.items())))
             if key not in known:
-                if len(known) >= self.max_series_per_agent:
-                    over += 1
-                    continue
+                skey = series_key(s.measurement, s.tags)
+                if skey not in stable:
+                    if len(stable) >= self.max_series_per_agent:
+                        over += 1
+                        continue
+                    stable.add(skey)
+                    self._new_series.setdefault(agent, []).append(skey)
                 known.add(key)
             keep.append(s)
         if not over:
@@ -210,7 +300,7 @@ class Ingest:
             agent,
             self.max_series_per_agent,
         )
-        return envelope.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped)
+        return envelope.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped, env.overridden)
 
     def _status(self, t: Topic, payload: bytes) -> StatusUpdate | None:
         if not payload:

@@ -15,9 +15,13 @@ class Inventory:
         self.state = state
 
     def record(
-        self, accepted: Sequence[Accepted], statuses: Sequence[StatusUpdate], duplicates: Mapping[str, int]
+        self,
+        accepted: Sequence[Accepted],
+        statuses: Sequence[StatusUpdate],
+        counts: Mapping[str, Mapping[str, int]],
     ) -> None:
-        """Record one stored group of messages; the caller holds the state.db transaction."""
+        """Record one stored group of messages and the per-agent counts of the ingest stage
+        (``Ingest.take_counts``); the caller holds the state.db transaction."""
         for a in accepted:
             e = a.envelope
             self.state.record_batch(e.agent, e.site, e.seq, len(e.samples))
@@ -26,5 +30,8 @@ class Inventory:
                 self.state.record_agent_health(e.agent, health.fields)
         for st in statuses:
             self.state.record_status(st.agent, st.status)
-        for agent, n in duplicates.items():
-            self.state.record_duplicates(agent, n)
+        for column in ("duplicates", "identity_overridden", "over_quota"):
+            for agent, n in counts.get(column, {}).items():
+                self.state.add_to_agent(column, agent, n)
+        for agent, n in counts.get("unknown", {}).items():
+            self.state.record_unknown(agent, n)

@@ -18,9 +18,10 @@ from collector.alerting.stage import AlertHook, AlertStage
 from collector.api import ApiServer, QueryUnsupported
 from collector.broker import EmbeddedBroker
 from collector.config import CollectorConfig
-from collector.ingest import Ingest
+from collector.ingest import Ingest, Quota
 from collector.inventory import Inventory
 from collector.receive import Receiver
+from collector.registry import Registry
 from collector.state import StateDB, read_agents
 from collector.stats import Counters
 from collector.storage.base import Sink
@@ -40,6 +41,9 @@ COUNTERS_EVERY_S = 5.0
 SELF_METRICS_EVERY_S = 30.0
 PRUNE_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0
+SELF_MEASUREMENT = "netwatch_collector"
+#: refusals the default rules alert on, present in every self-sample (configs/rules/default.yaml)
+ALERTED_REFUSALS = ("over_quota", "unknown_agent")
 
 
 def build_sinks(cfg: CollectorConfig) -> list[Sink]:
@@ -75,16 +79,29 @@ class Collector:
         self.cfg = cfg
         self.counters = Counters()
         self._stopping = threading.Event()
-        self.receiver = Receiver(cfg.mqtt, cfg.mqtt.client_id or f"netwatch-collector-{cfg.collector.id}")
-        self.ingest = Ingest(
-            cfg.mqtt.topic_root,
-            cfg.limits.wire(),
-            dedup_window=cfg.limits.dedup_window,
-            max_series_per_agent=cfg.limits.max_series_per_agent,
+        self.receiver = Receiver(
+            cfg.mqtt,
+            cfg.mqtt.client_id or f"netwatch-collector-{cfg.collector.id}",
+            queue_bytes=cfg.limits.max_queue_bytes,
             counters=self.counters,
         )
-        self.store = Store(build_sinks(cfg), self.counters, self._stopping)
         self.state = StateDB(cfg.state_path)
+        # A broker that kept our session before keeps it across our restarts; the embedded one
+        # starts afresh with us, so only a reconnect within one run may find it lost.
+        self.receiver.expect_session = not cfg.embedded and self.state.had_session()
+        self.registry = Registry.load(cfg.topology, self.state.admitted())
+        lim = cfg.limits
+        self.ingest = Ingest(
+            cfg.mqtt.topic_root,
+            lim.wire(),
+            dedup_window=lim.dedup_window,
+            max_series_per_agent=lim.max_series_per_agent,
+            counters=self.counters,
+            registry=self.registry,
+            quota=Quota(float(lim.agent_bytes_per_s), lim.agent_messages_per_s, lim.quota_burst),
+            known_series=self.state.load_series(),
+        )
+        self.store = Store(build_sinks(cfg), self.counters, self._stopping)
         self.inventory = Inventory(self.state)
         if alert_engine is None and cfg.alerting is not None:
             from collector.alerting.engine import AlertEngine
@@ -113,7 +130,7 @@ class Collector:
         with self.state.transaction():
             self.ingest.commit(group.accepted, seen_log=self.state)
             try:
-                self.inventory.record(group.accepted, group.statuses, self.ingest.take_duplicates())
+                self.inventory.record(group.accepted, group.statuses, self.ingest.take_counts())
             except Exception as e:
                 self.counters.stage_error("inventory", e)
         self.counters.inc("stored_batches", len(group.accepted))
@@ -160,18 +177,29 @@ class Collector:
             except Exception as e:  # state.db failing: these stay unacknowledged, redelivered on reconnect
                 self.counters.stage_error("inventory", e)
             now = time.monotonic()
-            if now - last_self >= SELF_METRICS_EVERY_S:
+            if now - last_self >= SELF_METRICS_EVERY_S or self.receiver.session_news.is_set():
+                self.receiver.session_news.clear()
                 last_self = now
-                self.store.write([self.self_sample()])
+                self._emit_self()
             if now - last_counters >= COUNTERS_EVERY_S:
                 last_counters = now
                 self._save_counters()
+                self._reload_admitted()
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 self._prune()
         self._save_counters()
 
+    def _reload_admitted(self) -> None:
+        """Agents an operator admitted since (netwatch-collector agents admit, another process)."""
+        try:
+            self.registry.update_admitted(self.state.admitted())
+        except Exception as e:
+            self.counters.stage_error("ingest", e)
+
     def _save_counters(self) -> None:
+        if self.receiver.connected.is_set() and not self.cfg.embedded:
+            self.state.note_session()
         try:
             self.state.save_counters(self.stats())
         except Exception as e:
@@ -203,6 +231,7 @@ class Collector:
             **self.counters.snapshot(),
             **self.store_spools(),
             "queue_depth": self.receiver.depth,
+            "queue_bytes": self.receiver.depth_bytes,
             **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
         }
@@ -223,12 +252,25 @@ class Collector:
             reader.close()
 
     def self_sample(self) -> Sample:
+        """The collector's own health, stored and fed to alerting (rules on ``netwatch_collector``)."""
+        stats = self.stats()
         fields: dict[str, int | float | bool | str] = {
-            k: v for k, v in self.stats().items() if isinstance(v, int | float) and not isinstance(v, dict)
+            k: v for k, v in stats.items() if isinstance(v, int | float) and not isinstance(v, dict)
         }
-        for stage, n in self.counters.snapshot()["stage_errors"].items():
+        for stage, n in stats["stage_errors"].items():
             fields[f"stage_errors_{stage}"] = n
-        return Sample("netwatch_collector", {"collector": self.cfg.collector.id}, fields, time.time_ns())
+        # Always present, so that a rate rule sees them move from 0.
+        for reason in ALERTED_REFUSALS:
+            fields[f"rejected_{reason}"] = stats["rejected"].get(reason, 0)
+        fields.setdefault("identity_overridden", 0)
+        fields["mqtt_session_ok"] = self.receiver.session_ok
+        return Sample(SELF_MEASUREMENT, {"collector": self.cfg.collector.id}, fields, time.time_ns())
+
+    def _emit_self(self) -> None:
+        s = self.self_sample()
+        self.store.write([s])
+        if self.alerting is not None:
+            self.alerting.submit([s])
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,34 @@ CREATE TABLE IF NOT EXISTS agents (
     spool_depth INTEGER,
     spool_oldest_s REAL,
     dropped_samples INTEGER,
-    draining INTEGER
+    draining INTEGER,
+    identity_overridden INTEGER NOT NULL DEFAULT 0,
+    over_quota INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS seen (
     agent TEXT NOT NULL,
     seq INTEGER NOT NULL,
     PRIMARY KEY (agent, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    agent TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    PRIMARY KEY (agent, key)
+) WITHOUT ROWID;
+-- agents that sent something but are in neither the topology nor admitted
+CREATE TABLE IF NOT EXISTS unknown_agents (
+    id TEXT PRIMARY KEY,
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    messages INTEGER NOT NULL DEFAULT 0
+);
+-- agents an operator admitted by hand (netwatch-collector agents admit ID --site S)
+CREATE TABLE IF NOT EXISTS admitted (
+    id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    admitted_ns INTEGER NOT NULL,
+    comment TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -66,7 +87,14 @@ AGENT_COLUMNS = (
     "spool_oldest_s",
     "dropped_samples",
     "draining",
+    "identity_overridden",
+    "over_quota",
 )
+#: columns added after the first release, and how to add them to an older state.db
+_ADDED_COLUMNS = {
+    "identity_overridden": "INTEGER NOT NULL DEFAULT 0",
+    "over_quota": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class StateDB:
@@ -77,6 +105,10 @@ class StateDB:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(agents)").fetchall()}
+        for col, decl in _ADDED_COLUMNS.items():
+            if col not in have:
+                self._db.execute(f"ALTER TABLE agents ADD COLUMN {col} {decl}")
 
     def record_batch(self, agent: str, site: str, seq: int, samples: int, now_ns: int | None = None) -> None:
         now = now_ns or time.time_ns()
@@ -135,6 +167,51 @@ class StateDB:
     def record_duplicates(self, agent: str, n: int) -> None:
         self._db.execute("UPDATE agents SET duplicates = duplicates + ? WHERE id = ?", (n, agent))
 
+    def add_to_agent(self, column: str, agent: str, n: int) -> None:
+        if column not in _ADDED_COLUMNS and column != "duplicates":
+            raise ValueError(f"no counter column {column!r}")
+        self._db.execute(f"UPDATE agents SET {column} = {column} + ? WHERE id = ?", (n, agent))
+
+    def record_series(self, agent: str, keys: Iterable[int]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO series(agent, key) VALUES (?, ?)", ((agent, k) for k in keys))
+
+    def load_series(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for agent, key in self._db.execute("SELECT agent, key FROM series"):
+            out.setdefault(agent, []).append(key)
+        return out
+
+    def record_unknown(self, agent: str, messages: int, now_ns: int | None = None) -> None:
+        now = now_ns or time.time_ns()
+        self._db.execute(
+            """INSERT INTO unknown_agents(id, first_seen_ns, last_seen_ns, messages) VALUES (?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET last_seen_ns = excluded.last_seen_ns,
+                 messages = messages + excluded.messages""",
+            (agent, now, now, messages),
+        )
+
+    def admit(self, agent: str, site: str, comment: str = "") -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO admitted(id, site, admitted_ns, comment) VALUES (?, ?, ?, ?)",
+                (agent, site, time.time_ns(), comment),
+            )
+            self._db.execute("DELETE FROM unknown_agents WHERE id = ?", (agent,))
+
+    def note_session(self) -> None:
+        """The broker holds a persistent session for us from now on."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO counters(name, value, updated_ns) VALUES ('_mqtt_session', 'true', ?)",
+            (time.time_ns(),),
+        )
+
+    def had_session(self) -> bool:
+        return self._db.execute("SELECT 1 FROM counters WHERE name = '_mqtt_session'").fetchone() is not None
+
+    def admitted(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT id, site FROM admitted").fetchall())
+
     def record_agent_health(self, agent: str, fields: Mapping[str, Any]) -> None:
         draining = fields.get("draining")
         self._db.execute(
@@ -190,10 +267,21 @@ def read_agents(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def read_unknown_agents(path: str | Path) -> list[dict[str, Any]]:
+    db = _ro(path)
+    try:
+        rows = db.execute(
+            "SELECT id, first_seen_ns, last_seen_ns, messages FROM unknown_agents ORDER BY last_seen_ns DESC"
+        ).fetchall()
+    finally:
+        db.close()
+    return [dict(zip(("id", "first_seen_ns", "last_seen_ns", "messages"), r, strict=True)) for r in rows]
+
+
 def read_counters(path: str | Path) -> dict[str, Any]:
     db = _ro(path)
     try:
         rows = db.execute("SELECT name, value FROM counters").fetchall()
     finally:
         db.close()
-    return {k: orjson.loads(v) for k, v in rows}
+    return {k: orjson.loads(v) for k, v in rows if not k.startswith("_")}  # "_...": the collector's own notes

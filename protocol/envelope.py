@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -50,6 +50,8 @@ class Envelope:
     samples: list[Sample]
     #: samples dropped while decoding, by reason (bad_sample, bad_time...)
     dropped: dict[str, int]
+    #: samples whose own tags said otherwise than the identity the centre stamped (agent, site, county)
+    overridden: int = 0
 
 
 def encode(
@@ -78,7 +80,10 @@ def encode(
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_payload_bytes: int = 1024 * 1024
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    #: a body may expand to at most this many times its compressed size (JSON of samples
+    #: compresses 5-10x; a decompression bomb 1000x) — refused before it is parsed
+    max_ratio: int = 32
     max_samples: int = 50_000
     max_past_s: float = 400 * 86400.0
     max_future_s: float = 3600.0
@@ -120,8 +125,11 @@ def _name_ok(s: object, limit: int) -> bool:
     return True
 
 
-def _check_sample(raw: object, lo_ns: int, hi_ns: int, identity: dict[str, str]) -> Sample | str:
-    """A valid Sample with the ``identity`` tags (agent, site) set, or the reason it is not one."""
+def _check_sample(
+    raw: object, lo_ns: int, hi_ns: int, identity: Mapping[str, str], overridden: list[int]
+) -> Sample | str:
+    """A valid Sample with the ``identity`` tags (agent, site, ...) set, or the reason it is not
+    one. A sample whose own tags disagree with the identity counts in ``overridden[0]``."""
     if type(raw) is not list or len(raw) != 4:
         return "bad_sample"
     measurement, tags, fields, ts = raw
@@ -140,6 +148,10 @@ def _check_sample(raw: object, lo_ns: int, hi_ns: int, identity: dict[str, str])
         elif v:  # an empty tag value means "no such tag"
             clean_tags[k] = v
             _name_ok(v, MAX_TAG_LEN)  # remember it
+    for k, v in identity.items():
+        if clean_tags.get(k, v) != v:
+            overridden[0] += 1
+            break
     clean_tags.update(identity)
     if type(fields) is not dict or not fields or len(fields) > MAX_FIELDS:
         return "bad_sample"
@@ -165,8 +177,18 @@ def _check_sample(raw: object, lo_ns: int, hi_ns: int, identity: dict[str, str])
     return Sample(measurement, clean_tags, fields, ts)
 
 
-def decode(payload: bytes, *, topic_agent: str, limits: Limits = Limits(), now_ns: int | None = None) -> Envelope:
+def decode(
+    payload: bytes,
+    *,
+    topic_agent: str,
+    limits: Limits = Limits(),
+    now_ns: int | None = None,
+    identity: Mapping[str, str] | None = None,
+) -> Envelope:
     """Parse and validate one envelope, or raise WireError naming why it is refused.
+
+    ``identity``: the tags the centre decided for this agent (agent, site, county), stamped on every
+    sample over whatever the payload says; without it the envelope's own agent and site are used.
 
     Individually bad samples are dropped and counted in ``Envelope.dropped``; a bad envelope
     (header, compression, JSON, schema, agent id not matching the topic) is refused whole.
@@ -180,11 +202,14 @@ def decode(payload: bytes, *, topic_agent: str, limits: Limits = Limits(), now_n
         raise WireError("bad_version", f"envelope version {version}, this collector reads {VERSION}")
     body = payload[HEADER_LEN:]
     if codec == CODEC_ZLIB:
-        body = _decompress(body, limits.max_body_bytes)
+        body = _decompress(body, min(limits.max_body_bytes, max(64 * 1024, len(body) * limits.max_ratio)))
     elif codec != CODEC_NONE:
         raise WireError("bad_compression", f"unknown codec {codec}")
     elif len(body) > limits.max_body_bytes:
         raise WireError("too_large", f"body {len(body)} bytes > limit {limits.max_body_bytes}")
+    # Every sample is a JSON list: an upper bound on their number, counted before any object is built.
+    if body.count(b"[") > limits.max_samples + 1:
+        raise WireError("too_large", f"more than {limits.max_samples} samples")
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -209,11 +234,12 @@ def decode(payload: bytes, *, topic_agent: str, limits: Limits = Limits(), now_n
     hi = now + int(limits.max_future_s * 1e9)
     good: list[Sample] = []
     dropped: dict[str, int] = {}
-    identity = {"agent": agent, "site": site}
+    stamp = {"agent": agent, "site": site} if identity is None else {**identity, "agent": agent}
+    overridden = [0]
     for raw in samples:
-        r = _check_sample(raw, lo, hi, identity)
+        r = _check_sample(raw, lo, hi, stamp, overridden)
         if isinstance(r, str):
             dropped[r] = dropped.get(r, 0) + 1
         else:
             good.append(r)
-    return Envelope(agent, site, seq, sent, good, dropped)
+    return Envelope(agent, stamp.get("site", site), seq, sent, good, dropped, overridden[0])

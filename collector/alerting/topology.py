@@ -27,11 +27,13 @@ KIND_WORDS: dict[str, tuple[str, str]] = {
 class Uplink(BaseModel):
     """How the parent sees this site: an alert of ``rule`` whose labels match ``match`` — e.g. the
     parent agent's icmp/tcp probe tagged ``link=county-a``, or ``uplink_down`` on the parent's switch
-    port (``device=sw-city, ifname=GE0/0/1``)."""
+    port (``device=sw-city, ifname=GE0/0/1``). Only alerts from ``agent`` (default: the parent
+    site's agents) count: a township cannot declare its county cut off."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     rule: str
     match: tuple[InstanceOf[Matcher], ...] = ()
+    agent: str | None = None
 
     @field_validator("match", mode="before")
     @classmethod
@@ -145,9 +147,22 @@ class Topology:
                 return table[v]  # type: ignore[return-value]
         return None
 
+    def evidence_agents(self, site: str) -> frozenset[str]:
+        """The agents whose alerts may say ``site``'s uplink is down."""
+        up = self.sites[site].uplink
+        if up is not None and up.agent is not None:
+            return frozenset((up.agent,))
+        parent = self.parent.get(site)
+        return frozenset(self.sites[parent].agents) if parent is not None else frozenset()
+
     def uplink_evidence(self, site: str, rule: str, labels: Mapping[str, str]) -> bool:
         up = self.sites[site].uplink
-        return up is not None and up.rule == rule and all(m(labels) for m in up.match)
+        return (
+            up is not None
+            and up.rule == rule
+            and labels.get("agent", "") in self.evidence_agents(site)
+            and all(m(labels) for m in up.match)
+        )
 
     def cut_off(self, firing: Iterable[tuple[str, Mapping[str, str]]], agents_down: set[str]) -> list[CutOff]:
         """Root causes: sites unreachable (uplink alert firing, or every agent down) whose parent is not."""

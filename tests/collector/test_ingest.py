@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
-from collector.ingest import Accepted, Ingest, SeqWindow, StatusUpdate
+from collector.ingest import Accepted, Ingest, Quota, SeqWindow, StatusUpdate, series_key
+from collector.registry import Registry
 from probes.model import Sample
 from protocol import envelope as wire
 from protocol.topics import Topics
@@ -107,3 +110,106 @@ def test_a_validation_bug_refuses_that_message_only(monkeypatch: pytest.MonkeyPa
     assert [a.envelope.seq for a in group.accepted] == [1, 3]
     snap = ing.counters.snapshot()
     assert snap["stage_errors"] == {"ingest": 1} and snap["rejected"] == {"internal_error": 1}
+
+
+# -- identity decided at the centre, quotas, the series cap across restarts --------------------
+TOPO = """
+sites:
+  - id: city
+    kind: city
+    agents: [ag-city]
+    children:
+      - id: county-a
+        kind: county
+        agents: [ag-a]
+        children:
+          - {id: t1, kind: township, agents: [ag-t1]}
+"""
+
+
+def _registry(tmp_path: Path) -> Registry:
+    (tmp_path / "topology.yaml").write_text(TOPO)
+    return Registry.load(tmp_path / "topology.yaml")
+
+
+def test_site_and_county_come_from_the_centre(tmp_path: Path) -> None:
+    ing = Ingest(ROOT, wire.Limits(), registry=_registry(tmp_path))
+    lying = [
+        Sample("room", {"site": "city", "county": "elsewhere", "sensor": "s1"}, {"t": 1.0}, time.time_ns()),
+        Sample("room", {"sensor": "s2"}, {"t": 2.0}, time.time_ns()),
+    ]
+    r = ing.handle(f"{ROOT}/agents/ag-t1/metrics", wire.encode("ag-t1", "city", 1, lying))
+    assert isinstance(r, Accepted)
+    assert [s.tags for s in r.envelope.samples] == [
+        {"site": "t1", "county": "county-a", "agent": "ag-t1", "sensor": "s1"},
+        {"site": "t1", "county": "county-a", "agent": "ag-t1", "sensor": "s2"},
+    ]
+    assert r.envelope.site == "t1"
+    # the county agent is in its county; the city agent has none above it
+    r2 = ing.handle(f"{ROOT}/agents/ag-a/metrics", wire.encode("ag-a", "x", 1, lying[1:]))
+    r3 = ing.handle(f"{ROOT}/agents/ag-city/metrics", wire.encode("ag-city", "x", 1, lying[1:]))
+    assert isinstance(r2, Accepted) and isinstance(r3, Accepted)
+    assert r2.envelope.samples[0].tags["county"] == "county-a" and "county" not in r3.envelope.samples[0].tags
+    counts = ing.take_counts()
+    assert counts["identity_overridden"] == {"ag-t1": 1}  # one sample claimed another site
+    assert ing.counters.snapshot()["identity_overridden"] == 1
+
+
+def test_an_agent_the_centre_does_not_know_is_refused_until_admitted(tmp_path: Path) -> None:
+    reg = _registry(tmp_path)
+    ing = Ingest(ROOT, wire.Limits(), registry=reg)
+    for seq in (1, 2):
+        assert ing.handle(f"{ROOT}/agents/stranger/metrics", _batch("stranger", seq)) is None
+    assert ing.handle(f"{ROOT}/agents/stranger/status", b'{"state":"online"}') is None
+    assert ing.counters.snapshot()["rejected"] == {"unknown_agent": 3}
+    assert ing.take_counts()["unknown"] == {"stranger": 3}
+    reg.update_admitted({"stranger": "t1"})
+    r = ing.handle(f"{ROOT}/agents/stranger/metrics", _batch("stranger", 3))
+    assert isinstance(r, Accepted) and r.envelope.samples[0].tags["site"] == "t1"
+
+
+def test_quota_refuses_what_an_agent_sends_past_it() -> None:
+    # 3 messages of burst, refilled at one per 1000 s: the 4th and 5th are refused, others' not
+    ing = Ingest(ROOT, wire.Limits(), quota=Quota(bytes_per_s=1e9, messages_per_s=0.001, burst_s=3000))
+    got = [ing.handle(f"{ROOT}/agents/a1/metrics", _batch("a1", seq)) for seq in range(1, 6)]
+    assert [isinstance(x, Accepted) for x in got] == [True, True, True, False, False]
+    assert isinstance(ing.handle(f"{ROOT}/agents/a2/metrics", _batch("a2", 1)), Accepted)
+    assert ing.counters.snapshot()["rejected"] == {"over_quota": 2}
+    assert ing.take_counts()["over_quota"] == {"a1": 2}
+    # and by bytes: a burst of 1.5 payloads lets one through
+    size = len(_batch("a3", 1))
+    ing2 = Ingest(ROOT, wire.Limits(), quota=Quota(bytes_per_s=size * 1.5 / 1000, messages_per_s=1e6, burst_s=1000))
+    assert [isinstance(ing2.handle(f"{ROOT}/agents/a3/metrics", _batch("a3", s)), Accepted) for s in (1, 2)] == [
+        True,
+        False,
+    ]
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.series: dict[str, set[int]] = {}
+
+    def record_seen(self, agent: str, seq: int) -> None:
+        pass
+
+    def record_series(self, agent: str, keys: Iterable[int]) -> None:
+        self.series.setdefault(agent, set()).update(keys)
+
+
+def test_series_cap_holds_across_a_restart() -> None:
+    def batch(seq: int, names: range) -> bytes:
+        return wire.encode("a1", "s", seq, [Sample("m", {"id": str(i)}, {"v": 1}, time.time_ns()) for i in names])
+
+    log = _Log()
+    ing = Ingest(ROOT, wire.Limits(), max_series_per_agent=5)
+    r = ing.handle(f"{ROOT}/agents/a1/metrics", batch(1, range(4)))
+    assert isinstance(r, Accepted)
+    ing.commit([r], seen_log=log)
+    assert len(log.series["a1"]) == 4
+    # restarted: it knows the 4 series, so only one new one fits
+    again = Ingest(ROOT, wire.Limits(), max_series_per_agent=5, known_series=log.series)
+    r2 = again.handle(f"{ROOT}/agents/a1/metrics", batch(2, range(2, 9)))
+    assert isinstance(r2, Accepted)
+    assert sorted(s.tags["id"] for s in r2.envelope.samples) == ["2", "3", "4"]
+    assert again.counters.snapshot()["dropped_samples"] == {"series_cap": 4}
+    assert series_key("m", {"id": "1", "agent": "a1", "site": "s"}) in log.series["a1"]  # stable across processes

@@ -72,6 +72,26 @@ CASES: dict[str, tuple[Any, ...]] = {
         {"dropped_samples": 30},
         {"dropped_samples": 0},
     ),
+    "collector_session_lost": (
+        "netwatch_collector",
+        {"collector": "c"},
+        {"mqtt_session_ok": False},
+        {"mqtt_session_ok": True},
+    ),
+    "agent_over_quota": (
+        "netwatch_collector",
+        {"collector": "c"},
+        {"rejected_over_quota": 0},
+        {"rejected_over_quota": 12},
+        {"rejected_over_quota": 0},
+    ),
+    "unknown_agent_refused": (
+        "netwatch_collector",
+        {"collector": "c"},
+        {"rejected_unknown_agent": 3},
+        {"rejected_unknown_agent": 4},
+        {"rejected_unknown_agent": 3},
+    ),
 }
 
 
@@ -116,6 +136,10 @@ def test_agent_silent_and_uplink_flapped() -> None:
     ev.observe(Sample("host_cpu", {"site": "t1", "agent": "ag"}, {"cpu_pct": 3.0}, T0))
     assert ev.tick(T0 + 299 * NS) == []
     assert [t.rule for t in ev.tick(T0 + 300 * NS)] == ["agent_silent"]
+    # the collector's own samples carry no agent: they never make an agent_silent series
+    ev = Evaluator(RuleSet([RULES["agent_silent"]]))
+    ev.observe(Sample("netwatch_collector", {"collector": "c"}, {"queue_depth": 0}, T0))
+    assert ev.series == {} and ev.tick(T0 + 3600 * NS) == []
     ev = Evaluator(RuleSet([RULES["uplink_flapped"]]))
     tags = {"site": "t1", "agent": "ag", **UPLINK}
     assert ev.observe(Sample("interface", tags, {"oper_status": 1}, T0)) == []
