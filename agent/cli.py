@@ -27,6 +27,7 @@ from probes.output import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     console,
+    lit,
     print_json_lines,
     print_samples_json,
     samples_table,
@@ -61,7 +62,7 @@ def _load(path: Path) -> agent_config.AgentConfig:
     try:
         return agent_config.load(path)
     except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{e}", soft_wrap=True)
+        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -75,7 +76,7 @@ def _report(samples: list[Sample], as_json: bool, title: str) -> None:
         print_samples_json(samples)
         return
     con = console()
-    con.print(samples_table(samples, title=title))
+    con.print(samples_table(samples, title=lit(title)))
     con.print(summary_line(status_counts(samples)))
 
 
@@ -147,18 +148,23 @@ def check(config: ConfigOpt, json: JsonOpt = False) -> None:
 
     con = console()
     con.print(
-        f"config OK / 配置有效: [bold]{config}[/bold] — agent [cyan]{cfg.agent.id}[/cyan] at site {cfg.agent.site}"
+        f"config OK / 配置有效: [bold]{lit(config)}[/bold] — agent [cyan]{lit(cfg.agent.id)}[/cyan]"
+        f" at site {lit(cfg.agent.site)}"
     )
     con.print(
-        f"broker {cfg.mqtt.host}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.uses_tls else '[yellow]no TLS[/yellow]'}"
-        f"{', user ' + cfg.mqtt.username if cfg.mqtt.username else ''}; spool {cfg.spool.path}"
+        f"broker {lit(cfg.mqtt.host)}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.uses_tls else '[yellow]no TLS[/yellow]'}"
+        f"{', user ' + lit(cfg.mqtt.username) if cfg.mqtt.username else ''}; spool {lit(cfg.spool.path)}"
     )
     t = Table(title=f"{len(rows)} probes / 个探测")
     for col in ("type", "name", "interval", "timeout", "tags"):
         t.add_column(col, overflow="fold")
     for e in cfg.probes:
         t.add_row(
-            e.kind, e.name, f"{e.interval_s:g}s", f"{e.timeout_s:g}s", " ".join(f"{k}={v}" for k, v in e.tags.items())
+            lit(e.kind),
+            lit(e.name),
+            f"{e.interval_s:g}s",
+            f"{e.timeout_s:g}s",
+            " ".join(f"{lit(k)}={lit(v)}" for k, v in e.tags.items()),
         )
     con.print(t)
 
@@ -197,7 +203,7 @@ def status(config: ConfigOpt, json: JsonOpt = False) -> None:
     from agent.spool import read_stats
 
     if not cfg.spool.path.exists():
-        console().print(f"no spool at {cfg.spool.path} yet (the agent has not run) / 尚无缓存")
+        console().print(f"no spool at {lit(cfg.spool.path)} yet (the agent has not run) / 尚无缓存")
         raise typer.Exit(EXIT_OK)
     st = read_stats(cfg.spool.path)
     row = {
@@ -217,7 +223,7 @@ def status(config: ConfigOpt, json: JsonOpt = False) -> None:
         return
     con = console()
     for k, v in row.items():
-        con.print(f"{k:>16}: {v}")
+        con.print(f"{k:>16}: {lit(v)}")
 
 
 def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_json: bool) -> None:
@@ -228,7 +234,7 @@ def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_js
         cfg = cls.config_model.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as e:
         for p in problems_from(e, cls.config_model):
-            console().print(f"[red]{p.key}: {p.message}[/red] {p.fix}")
+            console().print(f"[red]{lit(p.key)}: {lit(p.message)}[/red] {lit(p.fix)}")
         raise typer.Exit(EXIT_CONFIG) from None
     probe = cls(cfg, name=name, timeout_s=timeout_s)
 

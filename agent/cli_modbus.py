@@ -31,6 +31,7 @@ from probes.output import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     console,
+    lit,
     print_json_lines,
     print_samples_json,
     samples_table,
@@ -59,7 +60,7 @@ TimeoutOpt = Annotated[str, typer.Option(help="wait for each reply, e.g. 500ms o
 
 
 def _usage(message: str) -> typer.Exit:
-    console().print(f"[red]usage:[/red] {message}", soft_wrap=True)
+    console().print(f"[red]usage:[/red] {lit(message)}", soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -87,7 +88,7 @@ def _run(coro: Any) -> Any:
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as e:
-        console().print(f"[red]error:[/red] {type(e).__name__}: {e}", soft_wrap=True)
+        console().print(f"[red]error:[/red] {type(e).__name__}: {lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_RUNTIME) from None
 
 
@@ -96,7 +97,7 @@ def _finish(samples: list[Sample], as_json: bool, title: str) -> None:
         print_samples_json(samples)
     else:
         con = console()
-        con.print(samples_table(samples, title=title))
+        con.print(samples_table(samples, title=lit(title)))
         con.print(summary_line(status_counts(samples)))
     c = status_counts(samples)
     raise typer.Exit(EXIT_DOWN if c["down"] or c["degraded"] else EXIT_OK)
@@ -147,7 +148,9 @@ def _read_map(
             )
     except ValidationError as e:
         for p in problems_from(e, ModbusConfig):
-            console().print(f"[red]{p.key}:[/red] {p.message}" + (f" — {p.fix}" if p.fix else ""), soft_wrap=True)
+            console().print(
+                f"[red]{lit(p.key)}:[/red] {lit(p.message)}" + (f" — {lit(p.fix)}" if p.fix else ""), soft_wrap=True
+            )
         raise typer.Exit(EXIT_USAGE) from None
     name = f"unit-{unit}"
     # Room for one timeout per request plus a retry, so a slow unit is reported, not cut off.
@@ -329,18 +332,18 @@ def scan(
         if json:
             print_json_lines([{"target": str(t), "error": "connect_failed", "detail": unreachable}])
         else:
-            console().print(f"[red]{t}:[/red] {unreachable}", soft_wrap=True)
+            console().print(f"[red]{lit(t)}:[/red] {lit(unreachable)}", soft_wrap=True)
         raise typer.Exit(EXIT_DOWN)
     if json:
         print_json_lines(found)
     else:
         con = console()
-        tbl = RichTable(title=f"{t}: {len(found)} of {len(ids)} unit ids answered / 应答的从站")
+        tbl = RichTable(title=f"{lit(t)}: {len(found)} of {len(ids)} unit ids answered / 应答的从站")
         for col in ("unit", "reply", "response ms"):
             tbl.add_column(col)
         for f in found:
             tbl.add_row(
-                str(f["unit"]), f["reply"] + (f" ({f['error']})" if f["error"] else ""), f"{f['response_ms']:g}"
+                lit(f["unit"]), lit(f["reply"] + (f" ({f['error']})" if f["error"] else "")), f"{f['response_ms']:g}"
             )
         con.print(tbl)
     raise typer.Exit(EXIT_OK if found else EXIT_DOWN)

@@ -25,6 +25,7 @@ from probes.output import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     console,
+    lit,
     print_json_lines,
     print_samples_json,
     samples_table,
@@ -50,7 +51,7 @@ def _load(path: Path | None) -> collector_config.CollectorConfig:
     try:
         return collector_config.load(path)
     except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{e}", soft_wrap=True)
+        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -98,7 +99,7 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     from collector.state import read_agents
 
     if not cfg.state_path.exists():
-        console().print(f"no collector state at {cfg.state_path} (has the collector run?) / 尚无采集中心数据")
+        console().print(f"no collector state at {lit(cfg.state_path)} (has the collector run?) / 尚无采集中心数据")
         raise typer.Exit(EXIT_EMPTY)
     rows = read_agents(cfg.state_path)
     if json:
@@ -129,18 +130,19 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
             else f"{r['spool_depth']}"
             + (f" ({r['spool_oldest_s']:.0f}s old{', draining' if r['draining'] else ''})" if r["spool_depth"] else "")
         )
+        # everything in a row came from an agent (status document, batches): printed, never parsed
         t.add_row(
-            r["site"],
-            r["id"],
-            f"[{colour}]{r['status']}[/{colour}]",
+            lit(r["site"]),
+            lit(r["id"]),
+            f"[{colour}]{lit(r['status'])}[/{colour}]",
             _ago(r["last_seen_ns"]),
-            str(r["batches"]),
-            str(r["samples"]),
-            str(r["duplicates"]),
-            spool,
-            "—" if r["dropped_samples"] is None else str(r["dropped_samples"]),
-            r["version"],
-            r["config_version"],
+            lit(r["batches"]),
+            lit(r["samples"]),
+            lit(r["duplicates"]),
+            lit(spool),
+            "—" if r["dropped_samples"] is None else lit(r["dropped_samples"]),
+            lit(r["version"]),
+            lit(r["config_version"]),
         )
     con = console()
     con.print(t)
@@ -165,7 +167,7 @@ def query(
     cfg = _load(config)
     if cfg.sqlite_path is None or not cfg.sqlite_path.exists():
         console().print(
-            f"no SQLite store at {cfg.sqlite_path} / 没有 SQLite 存储"
+            f"no SQLite store at {lit(cfg.sqlite_path)} / 没有 SQLite 存储"
             if cfg.sqlite_path
             else "this collector stores only into InfluxDB: query it through Grafana or the InfluxDB API"
         )
@@ -173,7 +175,7 @@ def query(
     try:
         since_s = parse_duration(since)
     except ValueError as e:
-        console().print(f"[red]--since: {e}[/red]")
+        console().print(f"[red]--since: {lit(e)}[/red]")
         raise typer.Exit(EXIT_CONFIG) from None
     from collector.storage.sqlite import SqliteSink
 
@@ -189,7 +191,9 @@ def query(
     else:
         con = console()
         con.print(
-            samples_table(rows, title=f"{measurement} — {len(rows)} samples / 个样本 since {since}", show_identity=True)
+            samples_table(
+                rows, title=f"{lit(measurement)} — {len(rows)} samples / 个样本 since {lit(since)}", show_identity=True
+            )
         )
         if rows:
             con.print(
@@ -206,7 +210,7 @@ def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     from collector.state import read_counters
 
     if not cfg.state_path.exists():
-        console().print(f"no collector state at {cfg.state_path}")
+        console().print(f"no collector state at {lit(cfg.state_path)}")
         raise typer.Exit(EXIT_EMPTY)
     c = read_counters(cfg.state_path)
     if json:
@@ -214,7 +218,7 @@ def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         return
     con = console()
     for k, v in sorted(c.items()):
-        con.print(f"{k:>22}: {v}")
+        con.print(f"{lit(k):>22}: {lit(v)}")
 
 
 # Alerts and rules (collector/cli_alerts.py): netwatch-collector alerts …, netwatch-collector rules check FILE

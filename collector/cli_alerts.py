@@ -21,7 +21,7 @@ from collector.alerting.rules import Matcher, load_rules
 from collector.alerting.store import AlertStore
 from probes.base import parse_duration
 from probes.configfile import ConfigError
-from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console
+from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console, lit, safe
 
 EXIT_EMPTY, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 
@@ -48,16 +48,16 @@ def _store(config: Path | None) -> AlertStore:
     try:
         cfg = collector_config.load(config)
     except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{e}", soft_wrap=True)
+        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
     path = cfg.data_dir / "alerts.db"
     if not path.exists():
-        console().print(f"no alert database at {path}: the collector has not run with alerting on yet")
+        console().print(f"no alert database at {lit(path)}: the collector has not run with alerting on yet")
         raise typer.Exit(EXIT_EMPTY)
     try:
         return AlertStore(path)
     except sqlite3.Error as e:
-        console().print(f"[red]cannot open {path}[/red]: {e}")
+        console().print(f"[red]cannot open {lit(path)}[/red]: {lit(e)}")
         raise typer.Exit(EXIT_RUNTIME) from None
 
 
@@ -96,8 +96,11 @@ def list_(config: ConfigOpt = None, json: JsonOpt = False) -> None:
                 )
                 if x
             )
+            # summaries and labels carry agent-supplied text: no terminal control sequences through
             typer.echo(
-                f"#{a.id:<5} {a.severity:<8} {_when(a.starts_ns)}  {a.summary_en}  {a.summary_zh} {flags}".rstrip()
+                safe(
+                    f"#{a.id:<5} {a.severity:<8} {_when(a.starts_ns)}  {a.summary_en}  {a.summary_zh} {flags}"
+                ).rstrip()
             )
         if not rows:
             typer.echo("no alerts firing / 无告警")
@@ -140,7 +143,7 @@ def silence(
             Matcher.parse(m)
         seconds = parse_duration(for_)
     except ValueError as e:
-        console().print(f"[red]bad silence[/red]: {e}")
+        console().print(f"[red]bad silence[/red]: {lit(e)}")
         raise typer.Exit(EXIT_CONFIG) from None
     if not comment:
         console().print("[red]a silence needs --comment[/red] saying why (it is recorded in the audit history)")
@@ -154,7 +157,7 @@ def silence(
     if json:
         _emit([{"id": sid, "matchers": list(match), "starts": now, "ends": now + int(seconds * 1e9)}])
     else:
-        typer.echo(f"silence #{sid}: {' '.join(match)} until {_when(now + int(seconds * 1e9))}")
+        typer.echo(f"silence #{sid}: {safe(' '.join(match))} until {_when(now + int(seconds * 1e9))}")
 
 
 @alerts_app.command()
@@ -167,7 +170,7 @@ def history(
     try:
         back = parse_duration(since)
     except ValueError as e:
-        console().print(f"[red]bad --since[/red]: {e}")
+        console().print(f"[red]bad --since[/red]: {lit(e)}")
         raise typer.Exit(EXIT_CONFIG) from None
     store = _store(config)
     try:
@@ -179,7 +182,7 @@ def history(
     else:
         for r in rows:
             who = f"#{r['alert_id']} {r['rule']}" if r["alert_id"] else ""
-            typer.echo(f"{_when(r['time'])}  {r['event']:<12} {who}  {r['detail']}")
+            typer.echo(safe(f"{_when(r['time'])}  {r['event']:<12} {who}  {r['detail']}"))
     raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
 
 
@@ -192,7 +195,7 @@ def check(file: Annotated[Path, typer.Argument(help="a rule file (YAML)")], json
         if json:
             _emit([{"ok": False, "error": str(e)}])
         else:
-            console().print(f"[red]rule file error[/red] / 规则文件错误:\n{e}", soft_wrap=True)
+            console().print(f"[red]rule file error[/red] / 规则文件错误:\n{lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
     if json:
         _emit(
@@ -203,6 +206,6 @@ def check(file: Annotated[Path, typer.Argument(help="a rule file (YAML)")], json
         )
     else:
         for r in rules:
-            typer.echo(f"{r.name}: {r.explain()}")
+            typer.echo(safe(f"{r.name}: {r.explain()}"))
         typer.echo(f"{len(rules)} rules OK")
     raise typer.Exit(EXIT_OK if rules else EXIT_EMPTY)

@@ -3,6 +3,7 @@ the exit codes both CLIs share. Probes never print: this serves the agent's and 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from probes.model import PROBE_STATUS, Sample
@@ -23,6 +25,23 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
 def console() -> Console:
     return Console(highlight=False)
+
+
+#: C0/C1 control characters but tab and newline (ESC starts terminal sequences: colours, OSC 8 hyperlinks, title
+#: changes), DEL, and the Unicode direction overrides that reorder what a line seems to say
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: object) -> str:
+    """Text that came from outside (an agent, a device, a payload) made harmless for a terminal:
+    control and direction-override characters are shown as ``\\xNN`` / ``\\uNNNN``."""
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", str(value))
+
+
+def lit(value: object) -> str:
+    """Outside text to put inside rich markup: made :func:`safe`, then markup-escaped, so ``[/x]``
+    or ``[link=...]`` is printed as written instead of being parsed."""
+    return escape(safe(value))
 
 
 def print_json_lines(rows: Iterable[Mapping[str, Any]]) -> None:
@@ -48,14 +67,17 @@ def samples_table(samples: Sequence[Sample], *, title: str | None = None, show_i
     table.add_column("measurement", style="cyan", overflow="fold")
     table.add_column("tags", overflow="fold")
     table.add_column("fields", overflow="fold")
+    # tags and field values come from agents and devices: never markup
     for s in samples:
-        tags = " ".join(f"{k}={v}" for k, v in sorted(s.tags.items()) if show_identity or k not in HIDDEN_TAGS)
-        fields = " ".join(f"{k}={_fmt(v)}" for k, v in s.fields.items())
+        tags = " ".join(
+            f"{lit(k)}={lit(v)}" for k, v in sorted(s.tags.items()) if show_identity or k not in HIDDEN_TAGS
+        )
+        fields = " ".join(f"{lit(k)}={lit(_fmt(v))}" for k, v in s.fields.items())
         if s.measurement == PROBE_STATUS:
             colour = {"ok": "green", "degraded": "yellow", "down": "red"}.get(str(s.fields.get("status")), "white")
             fields = f"[{colour}]{fields}[/{colour}]"
         ts = datetime.fromtimestamp(s.time_ns / 1e9).strftime("%H:%M:%S")
-        table.add_row(ts, s.measurement, tags, fields)
+        table.add_row(ts, lit(s.measurement), tags, fields)
     return table
 
 

@@ -3,6 +3,8 @@ loopback targets; JSON shape and exit codes."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -123,3 +125,34 @@ def test_help_everywhere() -> None:
     for args in ([], ["run"], ["check"], ["once"], ["status"], ["ping"], ["tcp"], ["http"]):
         r = cli(*args, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout, args
+
+
+def test_device_reply_markup_is_printed_not_parsed() -> None:
+    """A device's reply lands in the table (the mismatch error quotes it): rich must not parse it."""
+    reply = b"[/x][link=https://evil.example]x[/link][bold red]"
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(20)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    env = {**os.environ, "COLUMNS": "400", "FORCE_COLOR": "1", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    try:
+        args = ["tcp", f"127.0.0.1:{port}", "--expect", "NOPE", "--timeout", "2s"]
+        r = subprocess.run(
+            [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert r.returncode == 1, (r.stdout, r.stderr)  # a wrong reply: degraded, and no crash
+        assert "\x1b]8;" not in r.stdout
+        text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+        assert reply.decode() in text
+    finally:
+        srv.close()

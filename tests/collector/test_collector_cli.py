@@ -114,3 +114,92 @@ def test_help_everywhere() -> None:
     for args in ([], ["run"], ["agents"], ["query"], ["stats"]):
         r = cli(*args, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout
+
+
+# ---------------------------------------------------------------- hostile text from agents
+
+
+HOSTILE = ("[/x]", "[link=https://evil.example]x[/link]", "[bold red]", "\x1b]8;;https://evil.example\x1b\\esc")
+HYPERLINK = "\x1b]8;"
+
+
+def hostile_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Like an operator's colour terminal: rich would render markup links as OSC 8 here."""
+    env = {**os.environ, "COLUMNS": "400", "FORCE_COLOR": "1", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def plain(out: str) -> str:
+    """The text with colour codes (CSI ... m) taken out, for looking for the literal strings."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", out)
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Path:
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text("collector: {data_dir: data}\napi: {enabled: false}\n")
+    now = time.time_ns()
+    st = StateDB(tmp_path / "data" / "state.db")
+    st.record_status(
+        "evil-1", Status("online", "evil-1", site=HOSTILE[1], version=HOSTILE[0], config_version=HOSTILE[2])
+    )
+    st.record_batch("evil-1", HOSTILE[1], 1, 1)
+    st.record_batch(HOSTILE[0], HOSTILE[2], 1, 1)
+    st.save_counters({"stored_samples": 1, "rejected": {HOSTILE[1]: 1}})
+    st.close()
+    sink = SqliteSink(tmp_path / "data" / "metrics.db")
+    sink.write(
+        [
+            Sample(
+                "icmp",
+                {"agent": "evil-1", "site": HOSTILE[1], "target": HOSTILE[0], "device": HOSTILE[3]},
+                {"rtt_avg_ms": 1.5, "note": HOSTILE[1] + HOSTILE[2]},
+                now - 10**9,
+            )
+        ]
+    )
+    sink.close()
+    from collector.alerting.store import AlertStore
+
+    store = AlertStore(tmp_path / "data" / "alerts.db")
+    store.open_alert(
+        "fp",
+        "hot",
+        {"site": HOSTILE[1]},
+        "warning",
+        (f"{HOSTILE[1]} hot {HOSTILE[3]}", f"{HOSTILE[0]} 过热"),
+        29.0,
+        now,
+    )
+    store.close()
+    return cfg
+
+
+def test_agent_supplied_markup_is_printed_not_parsed(hostile: Path) -> None:
+    runs = {
+        "agents": hostile_cli("agents", "--config", str(hostile)),
+        "query": hostile_cli("query", "icmp", "--config", str(hostile), "--since", "1h"),
+        "stats": hostile_cli("stats", "--config", str(hostile)),
+        "alerts": hostile_cli("alerts", "--config", str(hostile)),
+        "history": hostile_cli("alerts", "history", "--config", str(hostile)),
+    }
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+        assert HYPERLINK not in r.stdout, name
+        assert "\x1b]" not in r.stdout and "\x1b\\" not in r.stdout, name  # no OSC from agent text either
+        assert "Traceback" not in r.stderr, name
+    agents = plain(runs["agents"].stdout)
+    for text in HOSTILE[:3]:
+        assert text in agents
+    query = plain(runs["query"].stdout)
+    assert "target=[/x]" in query and "site=[link=https://evil.example]x[/link]" in query
+    assert "note=[link=https://evil.example]x[/link][bold red]" in query
+    assert "device=\\x1b]8;;https://evil.example\\x1b\\esc" in query
+    assert HOSTILE[1] in plain(runs["stats"].stdout)
+    assert f"{HOSTILE[1]} hot \\x1b]8;;https://evil.example\\x1b\\esc" in runs["alerts"].stdout
+    assert "[/x] 过热" in runs["alerts"].stdout
