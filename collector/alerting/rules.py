@@ -330,6 +330,10 @@ class Rule(BaseModel):
             return False
         if self.field is not None and self.field not in s.fields:
             return False
+        # Silence is about a series that has its identity: a sample without the tags an absent
+        # rule groups by (the collector's own, say) opens no "agent '' silent" series.
+        if self.kind == "absent" and any(not s.tags.get(k) for k in self.series_tags or ()):
+            return False
         return all(m(s.tags) for m in self.where)
 
     def series_labels(self, tags: Mapping[str, str]) -> dict[str, str]:
