@@ -1,5 +1,20 @@
 """Sending: a thread drains the outbox in alerts.db per channel — grouped, rate-limited (digests
-instead of drops), retried with back-off — through apprise or the WeCom/DingTalk robot webhooks."""
+instead of drops), retried with back-off — through apprise or the WeCom/DingTalk robot webhooks.
+
+**Text from agents is never markup.** An alert's summary is a template filled with labels and
+values that came from samples (tag values are whatever an agent or a device sent), and an ack
+carries a user name. Before such text goes into a message, :func:`md_text`:
+
+1. turns control characters and line breaks into spaces (no injected headings or list items);
+2. neutralises URLs: ``http://`` and ``https://`` (any case) become ``hxxp://`` / ``hxxps://``, and
+   ``www.`` becomes ``www[.]``, so no robot or mail client makes them clickable;
+3. writes ``&``, ``<`` and ``>`` as ``&amp;`` ``&lt;`` ``&gt;`` (the robots' markdown accepts HTML
+   such as ``<font>``; a value cannot open a tag);
+4. backslash-escapes the markdown metacharacters ``\\ * _ [ ] ( ) # ! ` ~ |``, so ``[text](url)``
+   is shown as written, not as a link.
+
+Our own markup (``**[CRITICAL]**``, ``### title``, ``- `` items) is added around the escaped text.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -37,13 +53,34 @@ class Message:
     items: int
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_URL = re.compile(r"\b(h)(tt)(ps?)(?=:)|\b(www)\.", re.IGNORECASE)
+_MD = re.compile(r"([\\*_\[\]()#!`~|])")
+
+
+def _defang(m: re.Match[str]) -> str:
+    if m[4]:
+        return f"{m[4]}[.]"
+    return f"{m[1]}{'xx' if m[2].islower() else 'XX'}{m[3]}"
+
+
+def md_text(value: object) -> str:
+    """Agent- or user-supplied text made inert for the robots' markdown (the rule is in the module
+    docstring): shown as written, never a link, a tag, a heading or emphasis."""
+    text = _CONTROL.sub(" ", str(value))
+    text = _URL.sub(_defang, text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD.sub(r"\\\1", text)
+
+
 def line(a: AlertRow, kind: str, lang: str) -> str:
     tag = _KIND[lang].get(kind) or _SEV[lang].get(a.severity, a.severity)
     mark = "✅" if kind == "resolved" else {"critical": "🔴", "warning": "🟠"}.get(a.severity, "🔵")
     ack = ""
     if a.acked_by and kind != "resolved":
-        ack = f" (acked by {a.acked_by})" if lang == "en" else f"（{a.acked_by} 已确认）"
-    return f"{mark} **[{tag}]** {a.summary(lang)}{ack} #{a.id}"
+        who = md_text(a.acked_by)
+        ack = f" (acked by {who})" if lang == "en" else f"（{who} 已确认）"
+    return f"{mark} **[{tag}]** {md_text(a.summary(lang))}{ack} #{a.id}"
 
 
 def compose(items: list[tuple[AlertRow, str]], lang: str) -> Message:
