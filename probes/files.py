@@ -39,8 +39,12 @@ def private_file(path: str | os.PathLike[str], *, sqlite: bool = True) -> Path:
     0600. For a SQLite database also its WAL, shared-memory and journal files, if present."""
     p = Path(path)
     private_dir(p.parent)
-    fd = os.open(p, os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
-    os.close(fd)
+    if not p.exists():
+        # Only ever opened here when missing: closing a descriptor of a database file this process
+        # already has open would drop SQLite's POSIX locks on it (the file would then be shared
+        # with other processes unlocked — "How To Corrupt An SQLite Database File", 2.2).
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+        os.close(fd)
     os.chmod(p, 0o600)
     if sqlite:
         for suffix in SQLITE_COMPANIONS:
