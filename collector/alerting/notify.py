@@ -150,16 +150,47 @@ def send_apprise(url: str, msg: Message, timeout_s: float) -> None:
         raise RuntimeError("apprise could not deliver (see the apprise log line above)")
 
 
+def _secrets_of(ch: Channel) -> list[str]:
+    """The strings an error message must not show: the URL, its query values, userinfo and path
+    segments, and the signing secret (whatever can be read now)."""
+    out: list[str] = []
+    for read in (ch.target, ch.secret):
+        try:
+            text = read()
+        except Exception:  # noqa: S112 - unreadable: nothing of it can leak either
+            continue
+        if not text:
+            continue
+        out.append(text)
+        parts = urllib.parse.urlsplit(text)
+        out += [v for _, v in urllib.parse.parse_qsl(parts.query)]
+        out += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+        out += [x for x in (parts.username, parts.password, parts.netloc.split("@")[0]) if x]
+        if parts.scheme not in ("http", "https", ""):
+            out.append(text.split("://", 1)[-1])
+    return sorted({x for x in out if len(x) >= 4}, key=len, reverse=True)
+
+
 def sender_for(ch: Channel) -> Callable[[Message], None]:
-    if ch.kind == "wecom":
-        assert ch.wecom_webhook
-        return lambda m: send_wecom(ch.wecom_webhook, m, ch.timeout)  # type: ignore[arg-type]
-    if ch.kind == "dingtalk":
-        assert ch.dingtalk_webhook
-        secret = ch.secret()
-        return lambda m: send_dingtalk(ch.dingtalk_webhook, secret, m, ch.timeout)  # type: ignore[arg-type]
-    assert ch.url
-    return lambda m: send_apprise(ch.url, m, ch.timeout)  # type: ignore[arg-type]
+    """The channel's sender. Its URL and secret are read at each send (inline, environment or
+    file), so a rotated key is used at once; one that cannot be read is a failed send, retried.
+    A failure's message (logged, kept in alerts.db) has the channel's secrets masked."""
+
+    def send(m: Message) -> None:
+        try:
+            if ch.kind == "wecom":
+                send_wecom(ch.target(), m, ch.timeout)
+            elif ch.kind == "dingtalk":
+                send_dingtalk(ch.target(), ch.secret(), m, ch.timeout)
+            else:
+                send_apprise(ch.target(), m, ch.timeout)
+        except Exception as e:
+            text = f"{type(e).__name__}: {e}"
+            for secret in _secrets_of(ch):
+                text = text.replace(secret, "***")
+            raise RuntimeError(text) from None
+
+    return send
 
 
 # ----------------------------------------------------------------------------------- notifier
