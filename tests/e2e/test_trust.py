@@ -5,13 +5,25 @@ counted, and honest agents losing nothing meanwhile."""
 from __future__ import annotations
 
 import os
+import ssl
 import stat
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
+import paho.mqtt.client as mqtt
 import pytest
 from e2e.procs import CollectorProc, Proc, agent_proc
-from services import Mosquitto, free_port
+from paho.mqtt.enums import CallbackAPIVersion
+from services import Mosquitto, free_port, start_mosquitto
+
+from probes.model import Sample
+from protocol import envelope as wire
 
 pytestmark = pytest.mark.e2e
 
@@ -71,3 +83,158 @@ def test_databases_spools_and_folders_are_private(tmp_path: Path, mosquitto: Mos
     assert "node/lib/spool.db" in files and "node/tee.jsonl" in files
     assert {k: v for k, v in files.items() if v != 0o600} == {}
     assert {k: v for k, v in dirs.items() if v != 0o700} == {}
+
+
+# -- the shipped broker configuration, with the test's ports, certificates and accounts ------------
+#: keys the test harness sets itself (paths, ports, accounts); every other shipped line is used as is
+_HARNESS_KEYS = {
+    "per_listener_settings", "listener", "persistence", "persistence_location", "autosave_interval",
+    "max_queued_messages", "allow_anonymous", "password_file", "cafile", "certfile", "keyfile",
+    "tls_version", "acl_file", "user",
+}  # fmt: skip
+USERS = ["collector", "agent-city", "agent-a", "agent-t1", "agent-t2", "stranger"]
+
+
+def shipped_settings() -> str:
+    lines = []
+    for line in (ROOT / "configs/mosquitto/mosquitto.conf").read_text().splitlines():
+        key = line.split("#", 1)[0].split()
+        if key and key[0] not in _HARNESS_KEYS:
+            lines.append(line)
+    text = "\n".join(lines)
+    assert "use_username_as_clientid true" in text and "max_packet_size" in text
+    return text
+
+
+@pytest.fixture
+def shipped_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    pw = {u: f"{u}-{os.urandom(6).hex()}" for u in USERS}
+    acl = (ROOT / "configs/mosquitto/netwatch.acl").read_text()
+    b = start_mosquitto(tmp_path / "broker", users=pw, tls=True, acl=acl, extra_config=shipped_settings())
+    for u, p in pw.items():
+        path = tmp_path / f"{u}.pass"
+        path.write_text(p + "\n")
+        path.chmod(0o600)
+    yield b
+    b.close()
+
+
+def _client(broker: Mosquitto, tmp: Path, user: str, client_id: str, *, clean: bool = True) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    c.username_pw_set(user, (tmp / f"{user}.pass").read_text().strip())
+    c.tls_set(ca_certs=str(broker.ca_path), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    assert connected.wait(10), f"{user} could not connect"
+    return c
+
+
+def _publish(c: mqtt.Client, agent: str, seq: int, samples: list[Sample], kind: str = "metrics") -> None:
+    c.publish(
+        f"netwatch/v1/agents/{agent}/{kind}", wire.encode(agent, "whatever", seq, samples), qos=1
+    ).wait_for_publish(10)
+
+
+def _collector_cfg(tmp: Path, broker: Mosquitto, api: int, extra: str = "") -> Path:
+    cfg = tmp / "collector.yaml"
+    cfg.write_text(
+        f"collector: {{data_dir: {tmp / 'centre'}}}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: collector, password_file: collector.pass,"
+        f" tls: {{ca_file: {broker.ca_path}}}, keepalive: 2s}}\n"
+        f"api: {{port: {api}}}\n" + extra
+    )
+    return cfg
+
+
+def _agent_cfg(tmp: Path, broker: Mosquitto, agent: str, probe: str) -> Path:
+    cfg = tmp / f"{agent}.yaml"
+    cfg.write_text(
+        f"agent: {{id: {agent}, site: {agent}}}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: {agent}, password_file: {agent}.pass,"
+        f" tls: {{ca_file: {broker.ca_path}}}, keepalive: 2s}}\n"
+        f"spool: {{path: {tmp / (agent + '-spool.db')}}}\n"
+        "publish: {batch_interval: 300ms}\n"
+        f"probes:\n  - {probe}\n"
+    )
+    return cfg
+
+
+def _wait(what: str, cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _agents(col: CollectorProc) -> dict[str, dict[str, Any]]:
+    return {a["id"]: a for a in col.get("/api/agents")}
+
+
+def test_client_id_takeover_and_a_lost_session(tmp_path: Path, shipped_broker: Mosquitto) -> None:
+    """Finding 1. With the shipped broker config, an agent that connects with the collector's
+    client id and a clean session no longer discards the collector's queued messages, and one
+    that borrows another agent's id no longer kicks it off (no Last Will, no 'offline'). A session
+    the broker did lose is noticed: counted, and the collector_session_lost rule fires."""
+    b = shipped_broker
+    (tmp_path / "rules.yaml").write_text((ROOT / "configs/rules/default.yaml").read_text())
+    api = free_port()
+    cfg = _collector_cfg(tmp_path, b, api, "alerting: {rules: rules.yaml, settle: 0s}\n")
+    col = CollectorProc(cfg, api, tmp_path / "collector.log")
+    col.wait_ready()
+    assert col.stop() == 0
+    # while the collector is away, an agent sends five batches: the broker queues them for it
+    honest = _client(b, tmp_path, "agent-t1", "netwatch-agent-agent-t1")
+    now = time.time_ns()
+    for seq in range(1, 6):
+        _publish(honest, "agent-t1", seq, [Sample("room", {"sensor": "s1"}, {"t": 20.0 + seq}, now + seq)])
+    honest.disconnect()  # (the agent process below uses the same account, hence the same client id)
+    honest.loop_stop()
+    # a compromised township connects as the collector (its client id, a clean session)...
+    thief = _client(b, tmp_path, "agent-t2", "netwatch-collector-centre", clean=True)
+    thief.disconnect()
+    thief.loop_stop()
+    col = CollectorProc(cfg, api, tmp_path / "collector2.log")
+    try:
+        col.wait_ready()
+        col.wait_stored(5)  # ...and the collector still gets all five
+        # an agent process online; the compromised one borrows its client id
+        a1 = agent_proc(
+            _agent_cfg(
+                tmp_path, b, "agent-t1", f"{{type: tcp, name: api, host: 127.0.0.1, port: {api}, interval: 300ms}}"
+            ),
+            tmp_path / "t1.tee",
+            tmp_path / "t1.log",
+        )
+        try:
+            _wait("agent-t1 online", lambda: _agents(col).get("agent-t1", {}).get("status") == "online")
+            kicker = _client(b, tmp_path, "agent-t2", "netwatch-agent-agent-t1")
+            time.sleep(3)  # a kicked agent's Last Will would reach the collector well within this
+            kicker.disconnect()
+            kicker.loop_stop()
+            assert _agents(col)["agent-t1"]["status"] == "online"
+            assert "lost the broker" not in (tmp_path / "t1.log").read_text()
+        finally:
+            a1.stop()
+        assert col.get("/api/stats").get("mqtt_session_lost", 0) == 0
+        # now the broker really loses everything (restarted without its persistence file)
+        b.stop()
+        for f in (b.workdir / "data").glob("*"):
+            f.unlink()
+        b.start()
+        _wait("the lost session noticed", lambda: col.get("/api/stats").get("mqtt_session_lost", 0) == 1)
+
+        def firing() -> list[str]:
+            out = subprocess.run(
+                [sys.executable, "-m", "collector.cli", "alerts", "--json", "--config", str(cfg)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert out.returncode in (0, 1), out.stdout + out.stderr
+            return [orjson.loads(line)["rule"] for line in out.stdout.splitlines() if line.strip()]
+
+        _wait("collector_session_lost firing", lambda: "collector_session_lost" in firing())
+    finally:
+        assert col.stop() == 0, col.tail()
+    assert "kept no session" in (tmp_path / "collector2.log").read_text()
