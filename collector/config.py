@@ -123,6 +123,9 @@ class Api(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    #: Host names the API answers (a name without a port matches any port); default: the bound
+    #: address, localhost, 127.0.0.1 and [::1] with the port. Others get 421 (DNS rebinding).
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 class CollectorFile(StrictModel):

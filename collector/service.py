@@ -282,7 +282,7 @@ class Collector:
         self._writer.start()
         self.receiver.start()
         if self.cfg.api.enabled:
-            self._api = ApiServer(self, self.cfg.api.host, self.cfg.api.port)
+            self._api = ApiServer(self, self.cfg.api.host, self.cfg.api.port, allowed_hosts=self.cfg.api.allowed_hosts)
             self._api.start()
         m = self.cfg.mqtt
         if m.plaintext_off_host:

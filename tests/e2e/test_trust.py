@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from e2e.procs import CollectorProc, Proc, agent_proc
+from e2e.procs import CollectorProc, Proc, agent_proc, read_tee
+from e2e.rig import assert_sqlite_exact
 from paho.mqtt.enums import CallbackAPIVersion
 from services import Mosquitto, free_port, start_mosquitto
 
@@ -148,10 +149,10 @@ def _collector_cfg(tmp: Path, broker: Mosquitto, api: int, extra: str = "") -> P
     return cfg
 
 
-def _agent_cfg(tmp: Path, broker: Mosquitto, agent: str, probe: str) -> Path:
+def _agent_cfg(tmp: Path, broker: Mosquitto, agent: str, probe: str, site: str | None = None) -> Path:
     cfg = tmp / f"{agent}.yaml"
     cfg.write_text(
-        f"agent: {{id: {agent}, site: {agent}}}\n"
+        f"agent: {{id: {agent}, site: {site or agent}}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: {agent}, password_file: {agent}.pass,"
         f" tls: {{ca_file: {broker.ca_path}}}, keepalive: 2s}}\n"
         f"spool: {{path: {tmp / (agent + '-spool.db')}}}\n"
@@ -238,3 +239,158 @@ def test_client_id_takeover_and_a_lost_session(tmp_path: Path, shipped_broker: M
     finally:
         assert col.stop() == 0, col.tail()
     assert "kept no session" in (tmp_path / "collector2.log").read_text()
+
+
+TOPOLOGY = """
+sites:
+  - id: city
+    kind: city
+    agents: [agent-city]
+    children:
+      - id: county-a
+        kind: county
+        agents: [agent-a]
+        uplink: {rule: link_down, match: [link=county-a]}
+        children:
+          - {id: t1, kind: township, agents: [agent-t1]}
+          - {id: t2, kind: township, agents: [agent-t2]}
+"""
+RULES = """
+rules:
+  - name: link_down
+    measurement: tcp
+    field: result
+    where: [link=~.+]
+    when: "!= 'ok'"
+    clear: "== 'ok'"
+    severity: critical
+    summary: {en: "link to {link} down", zh: "到 {link} 的链路中断"}
+  - name: service_down
+    measurement: tcp
+    field: result
+    where: [target=svc]
+    when: "!= 'ok'"
+    clear: "== 'ok'"
+    severity: critical
+    summary: {en: "{site}: service down", zh: "{site}：服务中断"}
+  - name: agent_silent
+    kind: absent
+    for: 3s
+    by: [site, agent]
+    severity: critical
+    summary: {en: "{site}: agent {agent} silent", zh: "{site}：代理 {agent} 无数据"}
+"""
+
+
+def test_identity_is_decided_at_the_centre(tmp_path: Path, shipped_broker: Mosquitto) -> None:
+    """Finding 2, as a compromised township (agent-t2) would try it, while an honest one (agent-t1)
+    probes a service that is down: its batches claiming site=city are stored as t2's; its samples
+    tagged link=county-a with the link 'down' do not cut County A off nor hide t1's real alert;
+    300 invented site names make one series, not 300 silent-agent alerts; an unknown agent is
+    refused and listed until admitted. The honest agent loses nothing."""
+    b = shipped_broker
+    (tmp_path / "topology.yaml").write_text(TOPOLOGY)
+    (tmp_path / "rules.yaml").write_text(RULES)
+    api = free_port()
+    cfg = _collector_cfg(
+        tmp_path, b, api, "alerting: {rules: rules.yaml, topology: topology.yaml, settle: 0s, startup_grace: 0s}\n"
+    )
+    col = CollectorProc(cfg, api, tmp_path / "collector.log")
+    honest: Proc | None = None
+    try:
+        col.wait_ready()
+        honest = agent_proc(
+            _agent_cfg(
+                tmp_path,
+                b,
+                "agent-t1",
+                f"{{type: tcp, name: svc, host: 127.0.0.1, port: {free_port()}, interval: 300ms}}",
+                site="t1",
+            ),
+            tmp_path / "t1.tee",
+            tmp_path / "t1.log",
+        )
+        _wait("the honest agent's service_down", lambda: "service_down" in {a["rule"] for a in _firing(cfg)})
+        hostile = _client(b, tmp_path, "agent-t2", "netwatch-agent-agent-t2")
+        now = time.time_ns()
+        lies = [
+            Sample("room", {"site": "city", "county": "county-b", "sensor": "s1"}, {"t": 99.0}, now),
+            Sample("tcp", {"link": "county-a", "target": "fake"}, {"result": "timeout", "result_code": 3}, now),
+            *(Sample("host_cpu", {"site": f"made-up-{i}"}, {"cpu_pct": 1.0}, now) for i in range(300)),
+        ]
+        _publish(hostile, "agent-t2", 1, lies)
+        hostile.disconnect()
+        hostile.loop_stop()
+        stranger = _client(b, tmp_path, "stranger", "x")
+        _publish(stranger, "stranger", 1, [Sample("room", {}, {"t": 1.0}, now)])
+        _wait("the batch from agent-t2", lambda: _agents(col).get("agent-t2", {}).get("batches") == 1)
+        _wait("agent-t2 silent", lambda: "agent_silent" in {a["rule"] for a in _firing(cfg)}, timeout_s=15)
+        time.sleep(1.5)  # a cut-off or a wave of silent alerts would have been raised by now
+        firing = _firing(cfg)
+        by_rule: dict[str, list[dict[str, Any]]] = {}
+        for a in firing:
+            by_rule.setdefault(a["rule"], []).append(a)
+        # a township cannot declare its county down: its link_down alert is no evidence; t2 itself is
+        # unreachable now, but because its only agent went silent
+        assert "link_down" in by_rule
+        assert [(a["labels"]["site"], a["labels"]["reason"]) for a in by_rule["site_unreachable"]] == [("t2", "agents")]
+        assert [a["suppressed_by"] for a in by_rule["service_down"]] == [None]
+        assert by_rule["service_down"][0]["labels"]["site"] == "t1"
+        assert [a["labels"]["agent"] for a in by_rule["agent_silent"]] == ["agent-t2"]
+        assert [a["labels"]["site"] for a in by_rule["agent_silent"]] == ["t2"]
+        # what was stored: t2's site and county, whatever the payload claimed
+        from collector.storage.sqlite import SqliteSink
+
+        reader = SqliteSink.open_readonly(tmp_path / "centre" / "metrics.db")
+        try:
+            room = reader.query("room", tags={"agent": "agent-t2"})
+            cpu = reader.query("host_cpu", tags={"agent": "agent-t2"})
+            assert [(s.tags["site"], s.tags["county"]) for s in room] == [("t2", "county-a")]
+            assert {s.tags["site"] for s in cpu} == {"t2"} and len(cpu) == 1  # 300 rows, one series, one time
+            assert reader.query("room", tags={"site": "city"}) == []
+            assert reader.query("room", tags={"agent": "stranger"}) == []
+        finally:
+            reader.close()
+        agents = _agents(col)
+        assert agents["agent-t2"]["site"] == "t2" and agents["agent-t2"]["identity_overridden"] == 301
+        stats = col.get("/api/stats")
+        assert stats["rejected"].get("unknown_agent") == 1 and stats["identity_overridden"] == 301
+        from collector.state import StateDB, read_unknown_agents
+
+        assert [u["id"] for u in read_unknown_agents(tmp_path / "centre" / "state.db")] == ["stranger"]
+        # an operator admits it (what `netwatch-collector agents admit` does): accepted from then on
+        st = StateDB(tmp_path / "centre" / "state.db")
+        st.admit("stranger", "t1", "new node at Xinzhuang")
+        st.close()
+        time.sleep(6)  # the collector reloads admissions every 5 s
+        _publish(stranger, "stranger", 2, [Sample("room", {}, {"t": 2.0}, time.time_ns())])
+        stranger.disconnect()
+        stranger.loop_stop()
+        _wait("the admitted agent stored", lambda: _agents(col).get("stranger", {}).get("batches") == 1)
+        assert _agents(col)["stranger"]["site"] == "t1"
+        # the honest agent lost nothing: every sample it spooled is stored, with the centre's identity
+        honest.stop()
+        honest = None
+        expected = [
+            {**s, "tags": {**s["tags"], "site": "t1", "county": "county-a"}} for s in read_tee(tmp_path / "t1.tee")
+        ]
+        _wait(
+            "everything agent-t1 spooled",
+            lambda: _agents(col)["agent-t1"]["samples"] == len(expected),
+        )
+        assert_sqlite_exact(tmp_path / "centre" / "metrics.db", "agent-t1", expected)
+    finally:
+        if honest is not None:
+            honest.stop()
+        assert col.stop() == 0, col.tail()
+
+
+def _firing(cfg: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "alerts", "--json", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode in (0, 1), out.stdout + out.stderr
+    return [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]
