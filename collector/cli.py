@@ -92,9 +92,19 @@ def _ago(ns: int | None) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.1f}h ago"
 
 
-@app.command()
-def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
+agents_app = typer.Typer(
+    help="The agents the centre knows, those it refused as unknown, and admitting one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(agents_app, name="agents")
+
+
+@agents_app.callback()
+def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """List the agents the collector knows: site, status, last seen, batches and samples."""
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = _load(config)
     from collector.state import read_agents
 
@@ -150,7 +160,71 @@ def agents(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     con.print(
         f"online {online} · offline/unknown {len(rows) - online}  |  在线 {online} · 离线/未知 {len(rows) - online}"
     )
+    from collector.state import read_unknown_agents
+
+    unknown = read_unknown_agents(cfg.state_path)
+    if unknown:
+        names = ", ".join(lit(u["id"]) for u in unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        con.print(
+            f"[yellow]refused, not in the topology: {names}[/yellow] — see `netwatch-collector agents unknown`, "
+            f"admit with `netwatch-collector agents admit ID --site SITE`  |  拒收的未知代理 {len(unknown)} 个"
+        )
     raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+
+
+@agents_app.command("unknown")
+def agents_unknown(config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """Agents that sent something but are neither in the topology nor admitted (refused, counted)."""
+    cfg = _load(config)
+    from collector.state import read_unknown_agents
+
+    rows = read_unknown_agents(cfg.state_path) if cfg.state_path.exists() else []
+    if json:
+        print_json_lines(rows)
+        raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} unknown agents, refused / 个未知代理（已拒收）")
+    for col in ("agent", "first seen", "last seen", "messages refused"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(lit(r["id"]), _ago(r["first_seen_ns"]), _ago(r["last_seen_ns"]), lit(r["messages"]))
+    console().print(t)
+    raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
+
+
+@agents_app.command("admit")
+def agents_admit(
+    agent: Annotated[str, typer.Argument(help="the agent id (its MQTT username)")],
+    site: Annotated[str, typer.Option(help="the site it serves; the centre stamps it on all its samples")],
+    comment: Annotated[str, typer.Option(help="why, for the record")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Accept an agent the topology does not list, as serving SITE (the running collector picks it
+    up within seconds). Better still: add it to the topology file."""
+    from protocol.ids import valid_id
+
+    cfg = _load(config)
+    if not valid_id(agent) or not valid_id(site):
+        console().print("[red]agent and site ids are letters, digits, '.', '_' and '-', at most 64[/red]")
+        raise typer.Exit(EXIT_CONFIG)
+    if cfg.topology is not None:
+        from collector.alerting.topology import Topology
+
+        topo = Topology.load(cfg.topology)
+        if site not in topo.sites:
+            console().print(
+                f"[red]site {lit(site)} is not in {lit(cfg.topology)}[/red]; sites: {lit(', '.join(topo.sites))}"
+            )
+            raise typer.Exit(EXIT_CONFIG)
+    from collector.state import StateDB
+
+    st = StateDB(cfg.state_path)
+    try:
+        st.admit(agent, site, comment)
+    finally:
+        st.close()
+    console().print(f"admitted {lit(agent)} at site {lit(site)} / 已接纳")
 
 
 @app.command()

@@ -355,13 +355,20 @@ def test_identity_is_decided_at_the_centre(tmp_path: Path, shipped_broker: Mosqu
         assert agents["agent-t2"]["site"] == "t2" and agents["agent-t2"]["identity_overridden"] == 301
         stats = col.get("/api/stats")
         assert stats["rejected"].get("unknown_agent") == 1 and stats["identity_overridden"] == 301
-        from collector.state import StateDB, read_unknown_agents
 
-        assert [u["id"] for u in read_unknown_agents(tmp_path / "centre" / "state.db")] == ["stranger"]
-        # an operator admits it (what `netwatch-collector agents admit` does): accepted from then on
-        st = StateDB(tmp_path / "centre" / "state.db")
-        st.admit("stranger", "t1", "new node at Xinzhuang")
-        st.close()
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "collector.cli", "agents", *args, "--config", str(cfg)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+
+        listed = cli("unknown", "--json")
+        assert listed.returncode == 0 and [orjson.loads(x)["id"] for x in listed.stdout.splitlines()] == ["stranger"]
+        assert "stranger" in cli().stdout  # the plain listing points at it too
+        # an operator admits it: accepted from then on, at the site the centre gave it
+        assert cli("admit", "stranger", "--site", "nowhere").returncode == 2  # not in the topology
+        admitted = cli("admit", "stranger", "--site", "t1", "--comment", "new node at Xinzhuang")
+        assert admitted.returncode == 0, admitted.stdout + admitted.stderr
         time.sleep(6)  # the collector reloads admissions every 5 s
         _publish(stranger, "stranger", 2, [Sample("room", {}, {"t": 2.0}, time.time_ns())])
         stranger.disconnect()
