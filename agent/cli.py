@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -91,6 +92,7 @@ def run(
 ) -> None:
     """Run the agent until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)
+    os.umask(0o077)  # whatever the service manager gave: the spool and records are ours alone
     _setup_logging(log_level)
     from agent.runner import Agent  # imports paho: only when running
 

@@ -6,6 +6,7 @@ Exit codes: 0 fine; 1 nothing found; 2 bad config or usage; 3 runtime failure.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -61,6 +62,7 @@ def run(
 ) -> None:
     """Run the collector until stopped (SIGINT/SIGTERM)."""
     cfg = _load(config)
+    os.umask(0o077)  # whatever the service manager gave: what we write is ours alone
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -126,6 +128,7 @@ def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) 
         "batches",
         "samples",
         "dups",
+        "refused",
         "spool",
         "dropped",
         "version",
@@ -149,6 +152,8 @@ def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) 
             lit(r["batches"]),
             lit(r["samples"]),
             lit(r["duplicates"]),
+            # messages over quota / samples whose own site or county tags the centre replaced
+            f"{r['over_quota']}/{r['identity_overridden']}" if r["over_quota"] or r["identity_overridden"] else "—",
             lit(spool),
             "—" if r["dropped_samples"] is None else lit(r["dropped_samples"]),
             lit(r["version"]),
