@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 class Identity(StrictModel):
     id: str = Field("centre", pattern=ID_PATTERN)
     data_dir: LocalPath = Path("var/collector")
+    #: how often the collector stores (and alerts on) its own health: netwatch_collector samples
+    self_metrics_interval: Duration = 30.0
 
 
 class EmbeddedBroker(StrictModel):

@@ -38,7 +38,6 @@ GATHER_S = 0.1
 #: flight sends the next only after our ack, so waiting longer would only stall it.
 GATHER_IDLE_S = 0.005
 COUNTERS_EVERY_S = 5.0
-SELF_METRICS_EVERY_S = 30.0
 PRUNE_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0
 SELF_MEASUREMENT = "netwatch_collector"
@@ -177,7 +176,7 @@ class Collector:
             except Exception as e:  # state.db failing: these stay unacknowledged, redelivered on reconnect
                 self.counters.stage_error("inventory", e)
             now = time.monotonic()
-            if now - last_self >= SELF_METRICS_EVERY_S or self.receiver.session_news.is_set():
+            if now - last_self >= self.cfg.collector.self_metrics_interval or self.receiver.session_news.is_set():
                 self.receiver.session_news.clear()
                 last_self = now
                 self._emit_self()

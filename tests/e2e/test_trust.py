@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -401,3 +402,90 @@ def _firing(cfg: Path) -> list[dict[str, Any]]:
     )
     assert out.returncode in (0, 1), out.stdout + out.stderr
     return [orjson.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_bounded_work_per_message(tmp_path: Path, shipped_broker: Mosquitto) -> None:
+    """Findings 3 and 4, from a compromised township (agent-t2) while an honest one (agent-t1)
+    runs: a 16 KiB envelope that would expand to 16 MiB is refused after 32x its size, before it is
+    parsed; a 2 MiB message never gets past the broker; a flood of 200 batches in a second is cut
+    to the agent's quota — refusals counted per agent and alerted — and the honest agent loses
+    nothing."""
+    b = shipped_broker
+    (tmp_path / "topology.yaml").write_text(TOPOLOGY)
+    (tmp_path / "rules.yaml").write_text((ROOT / "configs/rules/default.yaml").read_text())
+    api = free_port()
+    cfg = _collector_cfg(
+        tmp_path,
+        b,
+        api,
+        "limits: {agent_messages_per_s: 5, quota_burst: 2s}\n"
+        "alerting: {rules: rules.yaml, topology: topology.yaml, settle: 0s}\n",
+    )
+    cfg.write_text(cfg.read_text().replace("collector: {", "collector: {self_metrics_interval: 1s, "))
+    col = CollectorProc(cfg, api, tmp_path / "collector.log")
+    honest: Proc | None = None
+    try:
+        col.wait_ready()
+        honest = agent_proc(
+            _agent_cfg(
+                tmp_path,
+                b,
+                "agent-t1",
+                f"{{type: tcp, name: api, host: 127.0.0.1, port: {api}, interval: 300ms}}",
+                site="t1",
+            ),
+            tmp_path / "t1.tee",
+            tmp_path / "t1.log",
+        )
+        col.wait_stored(4)
+        hostile = _client(b, tmp_path, "agent-t2", "netwatch-agent-agent-t2")
+        body = b'{"agent":"agent-t2","site":"t2","seq":1,"sent":1,"samples":[' + b" " * (16 * 1024 * 1024) + b"]}"
+        bomb = wire.MAGIC + bytes((wire.VERSION, wire.CODEC_ZLIB)) + zlib.compress(body, 9)
+        assert len(bomb) < 20_000
+        hostile.publish("netwatch/v1/agents/agent-t2/metrics", bomb, qos=1).wait_for_publish(10)
+        _wait("the bomb refused", lambda: col.get("/api/stats")["rejected"].get("too_large") == 1)
+        # 2 MiB: the broker drops the sender (max_packet_size); nothing reaches the collector
+        before = col.get("/api/stats")["received_messages"]
+        gone = threading.Event()
+        hostile.on_disconnect = lambda *a: gone.set()
+        hostile.publish("netwatch/v1/agents/agent-t2/metrics", b"NW\x01\x00" + b"x" * (2 * 1024 * 1024), qos=1)
+        assert gone.wait(10), "the broker kept a client that sent 2 MiB"
+        hostile.loop_stop()
+        hostile = _client(b, tmp_path, "agent-t2", "netwatch-agent-agent-t2")
+        now = time.time_ns()
+        infos = [
+            hostile.publish(
+                "netwatch/v1/agents/agent-t2/metrics",
+                wire.encode("agent-t2", "t2", seq, [Sample("m", {"i": str(seq)}, {"v": seq}, now + seq)]),
+                qos=1,
+            )
+            for seq in range(2, 202)
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
+        hostile.disconnect()
+        hostile.loop_stop()
+        _wait("the flood processed", lambda: col.get("/api/stats")["received_messages"] >= before + 200)
+        stats = col.get("/api/stats")
+        t2 = _agents(col)["agent-t2"]
+        over = stats["rejected"]["over_quota"]
+        assert over == t2["over_quota"] and over >= 150, (over, t2)
+        assert t2["batches"] + over == 200  # every batch of the flood stored or refused over quota, none lost track of
+        assert stats["rejected"]["too_large"] == 1  # the bomb only: the 2 MiB message never arrived
+        _wait("agent_over_quota firing", lambda: "agent_over_quota" in {a["rule"] for a in _firing(cfg)}, timeout_s=15)
+        assert "refused the message" not in (tmp_path / "t1.log").read_text()
+        honest.stop()
+        honest = None
+        expected = [
+            {**s, "tags": {**s["tags"], "site": "t1", "county": "county-a"}} for s in read_tee(tmp_path / "t1.tee")
+        ]
+        _wait("everything agent-t1 spooled", lambda: _agents(col)["agent-t1"]["samples"] == len(expected))
+        assert_sqlite_exact(tmp_path / "centre" / "metrics.db", "agent-t1", expected)
+        assert _agents(col)["agent-t1"]["over_quota"] == 0
+    finally:
+        if honest is not None:
+            honest.stop()
+        assert col.stop() == 0, col.tail()
+    log = (tmp_path / "collector.log").read_text()
+    # stopped at 32x the compressed size, never parsed
+    assert f"body expands past {(len(bomb) - wire.HEADER_LEN) * 32} bytes" in log
