@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 from collector.ingest import Accepted, Ingest, Quota, SeqWindow, StatusUpdate, series_key
 from collector.registry import Registry
+from collector.state import StateDB
 from probes.model import Sample
 from protocol import envelope as wire
 from protocol.topics import Topics
@@ -185,31 +185,22 @@ def test_quota_refuses_what_an_agent_sends_past_it() -> None:
     ]
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.series: dict[str, set[int]] = {}
-
-    def record_seen(self, agent: str, seq: int) -> None:
-        pass
-
-    def record_series(self, agent: str, keys: Iterable[int]) -> None:
-        self.series.setdefault(agent, set()).update(keys)
-
-
-def test_series_cap_holds_across_a_restart() -> None:
+def test_series_cap_holds_across_a_restart(tmp_path: Path) -> None:
     def batch(seq: int, names: range) -> bytes:
         return wire.encode("a1", "s", seq, [Sample("m", {"id": str(i)}, {"v": 1}, time.time_ns()) for i in names])
 
-    log = _Log()
+    state = StateDB(tmp_path / "state.db")
     ing = Ingest(ROOT, wire.Limits(), max_series_per_agent=5)
     r = ing.handle(f"{ROOT}/agents/a1/metrics", batch(1, range(4)))
     assert isinstance(r, Accepted)
-    ing.commit([r], seen_log=log)
-    assert len(log.series["a1"]) == 4
-    # restarted: it knows the 4 series, so only one new one fits
-    again = Ingest(ROOT, wire.Limits(), max_series_per_agent=5, known_series=log.series)
+    ing.commit([r], seen_log=state)
+    state.close()
+    # restarted: state.db knows the 4 series, so only one new one fits
+    known = StateDB(tmp_path / "state.db").load_series()
+    assert len(known["a1"]) == 4
+    again = Ingest(ROOT, wire.Limits(), max_series_per_agent=5, known_series=known)
     r2 = again.handle(f"{ROOT}/agents/a1/metrics", batch(2, range(2, 9)))
     assert isinstance(r2, Accepted)
     assert sorted(s.tags["id"] for s in r2.envelope.samples) == ["2", "3", "4"]
     assert again.counters.snapshot()["dropped_samples"] == {"series_cap": 4}
-    assert series_key("m", {"id": "1", "agent": "a1", "site": "s"}) in log.series["a1"]  # stable across processes
+    assert series_key("m", {"id": "1", "agent": "a1", "site": "s"}) in known["a1"]  # the same in every process
