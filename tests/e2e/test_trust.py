@@ -489,3 +489,46 @@ def test_bounded_work_per_message(tmp_path: Path, shipped_broker: Mosquitto) -> 
     log = (tmp_path / "collector.log").read_text()
     # stopped at 32x the compressed size, never parsed
     assert f"body expands past {(len(bomb) - wire.HEADER_LEN) * 32} bytes" in log
+
+
+def test_series_cap_survives_a_collector_restart(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Finding 12: the per-agent series cap lived in memory, so a restart let an agent open another
+    cap's worth. Now it is kept in state.db: after a restart the agent's old series still count."""
+    api = free_port()
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(
+        f"collector: {{data_dir: {tmp_path / 'centre'}}}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, client_id: cap-test}}\n"
+        f"api: {{port: {api}}}\nlimits: {{max_series_per_agent: 3}}\n"
+    )
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cap-pub")
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+
+    def send(seq: int, ids: range) -> None:
+        samples = [Sample("m", {"i": str(i)}, {"v": i}, time.time_ns()) for i in ids]
+        pub.publish("netwatch/v1/agents/a1/metrics", wire.encode("a1", "s", seq, samples), qos=1).wait_for_publish(10)
+
+    try:
+        col = CollectorProc(cfg, api, tmp_path / "c1.log")
+        col.wait_ready()
+        send(1, range(0, 2))
+        col.wait_stored(2)
+        assert col.stop() == 0
+        col = CollectorProc(cfg, api, tmp_path / "c2.log")
+        col.wait_ready()
+        send(2, range(0, 5))  # 2 known + 3 new: only one new fits under the cap of 3
+        _wait("the batch", lambda: _agents(col).get("a1", {}).get("batches") == 2)
+        stats = col.get("/api/stats")
+        assert stats["dropped_samples"] == {"series_cap": 2}
+        assert col.stop() == 0
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    from collector.storage.sqlite import SqliteSink
+
+    reader = SqliteSink.open_readonly(tmp_path / "centre" / "metrics.db")
+    try:
+        assert sorted({s.tags["i"] for s in reader.query("m")}) == ["0", "1", "2"]
+    finally:
+        reader.close()
