@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,9 +24,19 @@ from rich.text import Text
 
 from probes.configfile import problems_from
 from probes.model import EVENT, Sample
-from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, print_samples_json
+from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, lit, print_samples_json, safe
 
 EXIT_TOO_FEW = EXIT_PROBLEM
+
+#: config keys -> the options that set them, so an error names what the technician typed
+_OPTION_OF = {
+    "communities": "--community",
+    "communities_file": "--community-file",
+    "communities_env": "--community-env",
+    "users[0]": "--user",
+    "users[0].auth_key_file": "--auth-key-file",
+    "users[0].priv_key_file": "--priv-key-file",
+}
 
 _SEVERITY_STYLE = {"info": "green", "warning": "yellow", "critical": "bold red"}
 
@@ -49,25 +61,45 @@ def _print_row(con: Console, s: Sample, header: bool) -> None:
     sev = str(f.get("severity", "info"))
     style = _SEVERITY_STYLE.get(sev, "white")
     t = _row_table(header)
+    # Everything but the time and the style comes from the sender: printed as written, never parsed.
+    source = str(s.tags.get("source", ""))
+    sender = f" ({f['sender_ip']})" if f.get("sender_ip") != s.tags.get("source") else ""
     t.add_row(
         datetime.fromtimestamp(s.time_ns / 1e9).strftime("%H:%M:%S"),
-        f"{s.tags.get('source', '')}" + (f" ({f['sender_ip']})" if f.get("sender_ip") != s.tags.get("source") else ""),
-        f"[{style}]{sev}[/{style}]",
-        str(f.get("trap_name", "")),
-        str(f.get("message", "")),
+        lit(source + sender),
+        f"[{style}]{lit(sev)}[/{style}]",
+        lit(f.get("trap_name", "")),
+        lit(f.get("message", "")),
     )
     con.print(t)
     # The varbinds whole, under the row: a technician compares them with the device's documentation.
-    con.print(Text(f"          {f.get('varbinds', '')}", style="dim"), soft_wrap=True)
+    con.print(Text(f"          {safe(f.get('varbinds', ''))}", style="dim"), soft_wrap=True)
 
 
 def traps(
     port: Annotated[int, typer.Option("--port", "-p", help="UDP port to listen on (162 needs root)")] = 1162,
     host: Annotated[str, typer.Option(help="address to listen on; 0.0.0.0 to hear the LAN")] = "127.0.0.1",
     community: Annotated[
-        list[str],
-        typer.Option("--community", "-c", help="accepted v1/v2c community (repeat for several)", show_default=False),
-    ] = ["public"],  # noqa: B006 - typer reads the default, nothing mutates it
+        list[str] | None,
+        typer.Option(
+            "--community",
+            "-c",
+            help="accepted v1/v2c community, repeatable (discouraged: any local user sees it in the process list "
+            "and it stays in shell history; kept for compatibility). Prefer --community-file or --community-env; "
+            "with none of the three, NETWATCH_SNMP_COMMUNITY is read (comma-separated)",
+            show_default=False,
+        ),
+    ] = None,
+    community_file: Annotated[
+        Path | None,
+        typer.Option("--community-file", help="file with one accepted community per line (# starts a comment)"),
+    ] = None,
+    community_env: Annotated[
+        str | None,
+        typer.Option(
+            "--community-env", metavar="VAR", help="environment variable holding communities, comma-separated"
+        ),
+    ] = None,
     user: Annotated[str | None, typer.Option("--user", "-u", help="accepted SNMPv3 user")] = None,
     auth_proto: Annotated[
         str | None, typer.Option("--auth-proto", "-a", help="MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512")
@@ -75,8 +107,18 @@ def traps(
     auth_key: Annotated[
         str | None,
         typer.Option(
-            "--auth-key", "-A", envvar="NETWATCH_SNMP_AUTH_KEY", help="v3 auth passphrase", show_default=False
+            "--auth-key",
+            "-A",
+            help="v3 auth passphrase (discouraged: visible in the process list). Prefer --auth-key-file or "
+            "--auth-key-env; with none of the three, NETWATCH_SNMP_AUTH_KEY is read",
+            show_default=False,
         ),
+    ] = None,
+    auth_key_file: Annotated[
+        Path | None, typer.Option("--auth-key-file", help="file holding the auth passphrase")
+    ] = None,
+    auth_key_env: Annotated[
+        str | None, typer.Option("--auth-key-env", metavar="VAR", help="environment variable holding it")
     ] = None,
     priv_proto: Annotated[
         str | None,
@@ -89,9 +131,23 @@ def traps(
     priv_key: Annotated[
         str | None,
         typer.Option(
-            "--priv-key", "-X", envvar="NETWATCH_SNMP_PRIV_KEY", help="v3 privacy passphrase", show_default=False
+            "--priv-key",
+            "-X",
+            help="v3 privacy passphrase (discouraged: visible in the process list). Prefer --priv-key-file or "
+            "--priv-key-env; with none of the three, NETWATCH_SNMP_PRIV_KEY is read",
+            show_default=False,
         ),
     ] = None,
+    priv_key_file: Annotated[
+        Path | None, typer.Option("--priv-key-file", help="file holding the privacy passphrase")
+    ] = None,
+    priv_key_env: Annotated[
+        str | None, typer.Option("--priv-key-env", metavar="VAR", help="environment variable holding it")
+    ] = None,
+    allow_noauth: Annotated[
+        bool,
+        typer.Option("--allow-noauth", help="also accept SNMPv3 noAuthNoPriv traps from --user (refused otherwise)"),
+    ] = False,
     engine_id: Annotated[
         list[str] | None,
         typer.Option("--engine-id", "-e", help="the sender's snmpEngineID in hex, needed for v3 traps (repeatable)"),
@@ -103,33 +159,49 @@ def traps(
     """Listen for SNMP traps and informs (v1, v2c, v3) and print each one."""
     from probes.snmp.traps_config import TrapConfig
 
-    raw: dict[str, Any] = {"host": host, "port": port, "communities": list(community), "stats_interval": 86400}
+    raw: dict[str, Any] = {"host": host, "port": port, "stats_interval": 86400, "allow_noauth": allow_noauth}
+    communities = {"communities": community, "communities_file": community_file, "communities_env": community_env}
+    communities = {k: v for k, v in communities.items() if v is not None}
+    if not communities and os.environ.get("NETWATCH_SNMP_COMMUNITY"):
+        communities = {"communities_env": "NETWATCH_SNMP_COMMUNITY"}
+    raw |= communities
     if user is not None:
-        raw["users"] = [
-            {
-                "user": user,
-                "auth_proto": auth_proto,
-                "auth_key": auth_key,
-                "priv_proto": priv_proto,
-                "priv_key": priv_key,
-                "engine_ids": list(engine_id or []),
-            }
-        ]
+        entry: dict[str, Any] = {"user": user, "auth_proto": auth_proto, "priv_proto": priv_proto}
+        for kind, proto, given in (
+            ("auth", auth_proto, (auth_key, auth_key_file, auth_key_env)),
+            ("priv", priv_proto, (priv_key, priv_key_file, priv_key_env)),
+        ):
+            sources = dict(zip((f"{kind}_key", f"{kind}_key_file", f"{kind}_key_env"), given, strict=True))
+            sources = {k: v for k, v in sources.items() if v is not None}
+            fallback = f"NETWATCH_SNMP_{kind.upper()}_KEY"
+            if not sources and proto is not None and os.environ.get(fallback):
+                sources = {f"{kind}_key_env": fallback}
+            entry |= sources
+        entry["engine_ids"] = list(engine_id or [])
+        raw["users"] = [{k: v for k, v in entry.items() if v is not None}]
     elif auth_proto or priv_proto or engine_id:
         _err().print("[red]usage:[/red] --auth-proto, --priv-proto and --engine-id need --user")
+        raise typer.Exit(EXIT_USAGE)
+    if not communities and user is None:
+        _err().print(
+            "[red]usage:[/red] no credentials (there is no default community): give [bold]--community-file FILE[/bold] "
+            "or [bold]--community-env VAR[/bold], set NETWATCH_SNMP_COMMUNITY, or --user for SNMPv3 "
+            "(--community VALUE works too, but shows the secret in the process list)",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_USAGE)
     try:
         cfg = TrapConfig.model_validate(raw)
     except ValidationError as e:
         con = _err()
         for p in problems_from(e, TrapConfig):
-            key = {"communities": "--community", "users[0]": "--user"}.get(p.key, p.key)
-            con.print(f"[red]{key}:[/red] {p.message}", soft_wrap=True)
+            key = _OPTION_OF.get(p.key, p.key)
+            con.print(f"[red]{lit(key)}:[/red] {lit(p.message)}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
     try:
         code = asyncio.run(_listen(cfg, as_json=json, count=count, timeout_s=timeout))
     except OSError as e:
-        _err().print(f"[red]error:[/red] {e.strerror or e}", soft_wrap=True)
+        _err().print(f"[red]error:[/red] {lit(e.strerror or e)}", soft_wrap=True)
         raise typer.Exit(EXIT_RUNTIME) from None
     raise typer.Exit(code)
 
@@ -167,7 +239,7 @@ async def _listen(cfg: Any, *, as_json: bool, count: int, timeout_s: float) -> i
         while listener.bound is None and not task.done():
             await asyncio.sleep(0.01)
         if listener.bound is not None and not as_json:
-            users = ", ".join(u.user for u in cfg.users) or "none"
+            users = lit(", ".join(u.user for u in cfg.users) or "none")
             err.print(
                 f"listening on {listener.bound[0]}:{listener.bound[1]} — v1/v2c communities: "
                 f"{len(cfg.community_list())}, v3 users: {users}"
@@ -190,6 +262,7 @@ async def _listen(cfg: Any, *, as_json: bool, count: int, timeout_s: float) -> i
         f"traps shown {shown} · datagrams {st['received']} · unknown source {st['unknown_source']} · "
         f"bad community {st['bad_community']} · bad v3 auth {st['bad_auth']} · malformed {st['malformed']}"
         + (f" · rate-limited {st['rate_limited']}" if st["rate_limited"] else "")
+        + (f" · v3 noAuthNoPriv refused {st['noauth_refused']}" if st["noauth_refused"] else "")
     )
     sys.stdout.flush()
     return EXIT_TOO_FEW if count and shown < count else EXIT_OK

@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -222,6 +223,8 @@ class _Counters:
     bad_auth: int = 0
     malformed: int = 0
     rate_limited: int = 0
+    noauth_refused: int = 0
+    sources_overflow: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -246,6 +249,13 @@ _ENGINE_COUNTERS: dict[str, tuple[tuple[str, str], ...]] = {
 
 #: unknown source addresses remembered for "log once" (beyond this, they are only counted)
 _LOGGED_SOURCES_MAX = 1024
+#: the receive buffer asked for (the kernel caps it at net.core.rmem_max)
+_RCVBUF = 4 * 1024 * 1024
+#: said at start (and by ``describe``) when the receiver trusts every source address
+NO_ALLOW_LIST = (
+    "no devices allow-list: traps from ANY source address are accepted (whoever knows a community can "
+    "inject events) — list your devices under devices: {IP: name}"
+)
 
 
 class TrapListener(Listener):
@@ -267,9 +277,15 @@ class TrapListener(Listener):
         self.bound: tuple[str, int] | None = None
         self._logged_sources: set[str] = set()
         self._rate = config.max_events_per_s
-        # a burst of two seconds' worth (see TrapConfig.max_events_per_s)
-        self._bucket = TokenBucket(self._rate, burst=2 * self._rate)
-        self._storm = False
+        #: one bucket per source address (a burst of two seconds' worth, see TrapConfig), at most
+        #: ``max_sources`` of them; sources past that share ``_overflow``
+        self._buckets: dict[str, TokenBucket] = {}
+        self._overflow = self._new_bucket()
+        self._next_purge = 0.0
+        #: sources being rate-limited now (for "log the first and the recovery"), and each source's
+        #: count of rate-limited traps (bounded like the buckets)
+        self._storming: set[str] = set()
+        self.rate_limited_by_source: dict[str, int] = {}
         self._context: dict[str, Any] = {}
 
     # -- counters --------------------------------------------------------------------------
@@ -286,10 +302,15 @@ class TrapListener(Listener):
                     counts[ours] += int(obj.syntax)
         return counts
 
+    def describe(self) -> str:
+        cfg = self.config
+        trust = f"{len(cfg.devices)} known devices" if cfg.devices else f"ANY source — {NO_ALLOW_LIST}"
+        return f"{self.kind} {self.name} on {cfg.host}:{cfg.port}, {trust}"
+
     @property
     def stats(self) -> dict[str, int]:
         """Totals since the listener was made: received, events, unknown_source, bad_community,
-        bad_auth, malformed, rate_limited."""
+        bad_auth, malformed, rate_limited, noauth_refused, sources_overflow."""
         out = self._own.as_dict()
         for k, v in self._engine_counts().items():
             out[k] += v
@@ -301,13 +322,22 @@ class TrapListener(Listener):
     # -- the socket: count everything, drop unknown sources before pysnmp parses them -------
 
     def _accept(self, addr: tuple[Any, ...]) -> bool:
+        """The gate in front of pysnmp, on the source address alone: nothing of the datagram is
+        decoded before the source is known (allow-list) and within its rate."""
         self._own.received += 1
-        devices = self.config.devices
-        if not devices:
-            return True
         ip = _norm_ip(str(addr[0]))
-        if ip in devices:
-            return True
+        devices = self.config.devices
+        if devices and ip not in devices:
+            self._unknown(ip)
+            return False
+        if not self._take_token(ip):
+            self._own.rate_limited += 1
+            if ip in self.rate_limited_by_source or len(self.rate_limited_by_source) < self.config.max_sources:
+                self.rate_limited_by_source[ip] = self.rate_limited_by_source.get(ip, 0) + 1
+            return False
+        return True
+
+    def _unknown(self, ip: str) -> None:
         self._own.unknown_source += 1
         if ip not in self._logged_sources and len(self._logged_sources) < _LOGGED_SOURCES_MAX:
             self._logged_sources.add(ip)
@@ -317,18 +347,47 @@ class TrapListener(Listener):
                 self.name,
                 ip,
             )
-        return False
 
-    def _take_token(self) -> bool:
-        if self._bucket.take(1):
-            if self._storm:
-                self._storm = False
-                log.info("%s: trap rate back under %g/s", self.name, self._rate)
+    def _new_bucket(self) -> TokenBucket:
+        return TokenBucket(self._rate, burst=2 * self._rate)
+
+    def _bucket_for(self, ip: str) -> TokenBucket:
+        bucket = self._buckets.get(ip)
+        if bucket is not None:
+            return bucket
+        if len(self._buckets) >= self.config.max_sources:
+            self._purge_idle()
+        if len(self._buckets) >= self.config.max_sources:
+            self._own.sources_overflow += 1
+            return self._overflow
+        bucket = self._buckets[ip] = self._new_bucket()
+        return bucket
+
+    def _purge_idle(self) -> None:
+        # A bucket that has refilled completely holds no state: dropping it changes nothing. Looked
+        # for at most once a second, so a flood of spoofed sources costs no scan per datagram.
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + 1.0
+        for ip, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.last) * bucket.rate >= bucket.burst:
+                del self._buckets[ip]
+
+    def _take_token(self, ip: str) -> bool:
+        if self._bucket_for(ip).take(1):
+            if ip in self._storming:
+                self._storming.discard(ip)
+                log.info("%s: traps from %s back under %g/s", self.name, ip, self._rate)
             return True
-        if not self._storm:
-            self._storm = True
+        if ip not in self._storming and len(self._storming) < _LOGGED_SOURCES_MAX:
+            self._storming.add(ip)
             log.warning(
-                "%s: more than %g traps/s — dropping the excess (counted as rate_limited)", self.name, self._rate
+                "%s: more than %g traps/s from %s — dropping its excess before decoding (counted as rate_limited; "
+                "other sources are not affected)",
+                self.name,
+                self._rate,
+                ip,
             )
         return False
 
@@ -348,6 +407,9 @@ class TrapListener(Listener):
             variables, self._context = self._context, {}
             version = VERSION_OF_MP.get(int(variables.get("messageProcessingModel", 1)), "2c")
             user = str(variables.get("securityName", "")) if version == "3" else None
+            if version == "3" and int(variables.get("securityLevel", 1)) < 2 and not self.config.allow_noauth:
+                self._refuse_noauth(sender, user)
+                return
             sample = trap_event(
                 [to_varbind(name, value) for name, value in var_binds],
                 sender_ip=sender,
@@ -359,11 +421,22 @@ class TrapListener(Listener):
             self._own.malformed += 1
             log.debug("%s: unreadable notification", self.name, exc_info=True)
             return
-        if not self._take_token():
-            self._own.rate_limited += 1
-            return
         self._own.events += 1
         self._emit([sample])
+
+    def _refuse_noauth(self, sender: str, user: str | None) -> None:
+        self._own.noauth_refused += 1
+        key = f"noauth {sender}"
+        if key not in self._logged_sources and len(self._logged_sources) < _LOGGED_SOURCES_MAX:
+            self._logged_sources.add(key)
+            log.warning(
+                "%s: refused an SNMPv3 noAuthNoPriv trap from %s (user %r): unauthenticated traps can be forged "
+                "— configure auth on the device, or set allow_noauth: true (counted as noauth_refused; logged once "
+                "per address)",
+                self.name,
+                sender,
+                user,
+            )
 
     # -- run -------------------------------------------------------------------------------
 
@@ -411,6 +484,10 @@ class TrapListener(Listener):
                     e.errno, f"snmp_traps {self.name}: cannot listen on {cfg.host}:{cfg.port}: {e.strerror}{hint}"
                 ) from e
             sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                # Room for a burst: a storm from one sender must not overflow the kernel's queue
+                # before the per-source gate has a chance to drop it.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
             sockname = sock.getsockname()
             transport.open_server_mode(sock=sock)
             self.bound = (str(sockname[0]), int(sockname[1]))
@@ -422,6 +499,8 @@ class TrapListener(Listener):
                 len(cfg.users),
                 f"{len(cfg.devices)} known devices" if cfg.devices else "any source",
             )
+            if not cfg.devices:
+                log.warning("%s: %s", self.name, NO_ALLOW_LIST)
             while True:
                 await asyncio.sleep(cfg.stats_interval)
                 emit([self.stats_sample()])

@@ -105,9 +105,16 @@ class TrapConfig(ProbeConfig):
     devices: dict[str, str] = Field(default_factory=dict)
     #: how often the receiver's counters go out as a ``snmp_trap_stats`` sample
     stats_interval: Duration = 60.0
-    #: events per second the receiver passes on (a burst of twice that is allowed); the rest of a
-    #: trap storm is counted as ``rate_limited`` and dropped, so one flapping port cannot flood the link
+    #: traps per second passed on *from each source address* (a burst of twice that is allowed); the
+    #: rest of one sender's storm is counted as ``rate_limited`` and dropped before it is decoded, so
+    #: one flapping switch can neither flood the link nor drown another device's traps
     max_events_per_s: float = Field(50.0, gt=0)
+    #: how many source addresses get a bucket of their own; sources beyond it (a spoofed flood)
+    #: share one bucket of ``max_events_per_s``, counted as ``sources_overflow``
+    max_sources: int = Field(1024, ge=1, le=65536)
+    #: accept SNMPv3 noAuthNoPriv traps (no authentication: anyone can forge them). Off: they are
+    #: counted as ``noauth_refused`` and dropped
+    allow_noauth: bool = False
 
     @field_validator("host")
     @classmethod
@@ -147,6 +154,13 @@ class TrapConfig(ProbeConfig):
             )
         if self.communities_env is not None and _checks_env(info) and self.communities_env not in os.environ:
             raise ValueError(f"environment variable {self.communities_env} (communities_env) is not set")
+        if not self.allow_noauth:
+            bare = [u.user for u in self.users if u.auth_proto is None]
+            if bare:
+                raise ValueError(
+                    f"users: {', '.join(bare)} have no auth_proto, so their traps would be noAuthNoPriv (unauthenticated)"
+                    " and are refused — give auth_proto and a key, or set allow_noauth: true to accept them anyway"
+                )
         names = [u.user for u in self.users]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

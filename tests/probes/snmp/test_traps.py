@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -464,15 +465,18 @@ def test_cli_prints_one_trap_as_json_and_exits_0() -> None:
             "--json",
             "--timeout",
             "20",
+            "--community-env",
+            "NW_TEST_TRAP_COMMUNITY",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "NW_TEST_TRAP_COMMUNITY": "cli-traps"},
     )
     try:
         # Resend until the CLI is up (no readiness line in --json mode); --count 1 stops it at the first.
         deadline = time.monotonic() + 15
         while proc.poll() is None and time.monotonic() < deadline:
-            snmptrap(port, "-v2c", "-c", "public", pdu("", LINK_DOWN, "1.3.6.1.2.1.2.2.1.8.4", "i", "2"))
+            snmptrap(port, "-v2c", "-c", "cli-traps", pdu("", LINK_DOWN, "1.3.6.1.2.1.2.2.1.8.4", "i", "2"))
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(0.3)
         out, err = proc.communicate(timeout=10)
@@ -492,8 +496,230 @@ def test_cli_without_traps_exits_1_after_the_timeout() -> None:
     port = free_udp_port()
     r = subprocess.run(
         [sys.executable, "-m", "agent.cli_snmp_traps", "--port", str(port), "--count", "1", "--timeout", "0.5"],
+        env={**os.environ, "NETWATCH_SNMP_COMMUNITY": "cli-traps"},  # the environment fallback
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert r.returncode == 1 and "listening on 127.0.0.1" in r.stderr and "traps shown 0" in r.stderr
+
+
+# --- a hostile network: floods, unknown sources, unauthenticated v3 ------------------------------
+
+
+def _v2c_trap(i: int, trap_oid: str = LINK_DOWN, community: bytes = b"township-traps") -> bytes:
+    vb = [("1.3.6.1.2.1.1.3.0", "TimeTicks", 100), ("1.3.6.1.6.3.1.1.4.1.0", "ObjectIdentifier", trap_oid)]
+    return ber.encode_message(1, community, ber.TRAP_V2, i + 1, 0, 0, vb)
+
+
+def _flood(port: int, source: str, n: int, seconds: float) -> None:
+    """``n`` linkDown traps from ``source``, paced over ``seconds`` (fast enough to be a storm,
+    slow enough that the kernel's queue never overflows, so what is dropped is the receiver's doing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        chunk, start = 20, time.monotonic()
+        for i in range(0, n, chunk):
+            for j in range(i, min(n, i + chunk)):
+                s.sendto(_v2c_trap(j), ("127.0.0.1", port))
+            pause = start + seconds * (i + chunk) / n - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+
+async def test_a_flood_from_one_source_does_not_drown_a_ups_on_battery_trap(make: Any) -> None:
+    devices = {"127.0.0.1": "sw-county-a", "127.0.0.2": "sw-flapping", "127.0.0.3": "ups-county-a"}
+    rx = await make(config(devices=devices, max_events_per_s=20))
+    flood = asyncio.create_task(asyncio.to_thread(_flood, rx.port, "127.0.0.2", 2000, 2.0))
+    await asyncio.sleep(0.8)  # the flooder's bucket is empty by now; the storm goes on
+    await rx.send(
+        "-v2c",
+        "-c",
+        "township-traps",
+        pdu("", UPS_ON_BATTERY, "1.3.6.1.2.1.33.1.2.3.0", "i", "11"),
+        source="127.0.0.3",
+    )
+    await flood
+    await rx.until(lambda: rx.listener.stats["received"] == 2001, timeout_s=10)
+    await rx.until(lambda: any(e.tags["trap"] == "upsTrapOnBattery" for e in rx.events))
+    ups = [e for e in rx.events if e.tags["trap"] == "upsTrapOnBattery"]
+    assert len(ups) == 1 and ups[0].tags["source"] == "ups-county-a" and ups[0].fields["runtime_min"] == 11
+    st = rx.listener.stats
+    flooded = [e for e in rx.events if e.tags["source"] == "sw-flapping"]
+    # a burst of 2 s worth (40) and 20/s for the ~2 s of the storm: the rest dropped undecoded
+    assert 40 <= len(flooded) <= 40 + 20 * 4, len(flooded)
+    assert st["rate_limited"] == 2000 - len(flooded) == rx.listener.rate_limited_by_source["127.0.0.2"]
+    assert "127.0.0.3" not in rx.listener.rate_limited_by_source
+    assert st["malformed"] == 0 and st["events"] == len(flooded) + 1
+
+
+async def test_the_sources_with_a_bucket_of_their_own_are_bounded(make: Any) -> None:
+    rx = await make(config(devices={}, max_sources=2, max_events_per_s=1))
+    for last in (2, 3, 4, 5):  # four sources, two buckets: the last two share the overflow bucket
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((f"127.0.0.{last}", 0))
+            for i in range(3):
+                s.sendto(_v2c_trap(i), ("127.0.0.1", rx.port))
+    await rx.until(lambda: rx.listener.stats["received"] == 12)
+    await asyncio.sleep(0.2)
+    st = rx.listener.stats
+    assert len(rx.listener._buckets) == 2 and st["sources_overflow"] == 6
+    # 2 each (burst of 2 s at 1/s) for the two tracked sources, 2 in all for the overflow pair
+    assert st["events"] == 6 and st["rate_limited"] == 6, st
+
+
+async def test_an_unknown_source_is_counted_and_never_decoded(make: Any) -> None:
+    rx = await make()  # devices: 127.0.0.1 only
+    junk = [b"\x30\x82\xff\xff", b"\x30\x03\x02\x01\x09", b"\xff" * 1400, _v2c_trap(1)[:-3]]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        for j in junk:
+            s.sendto(j, ("127.0.0.1", rx.port))
+    await rx.until(lambda: rx.listener.stats["unknown_source"] == len(junk))
+    await asyncio.sleep(0.2)
+    assert rx.listener.stats["malformed"] == 0  # pysnmp never saw them
+    # the same garbage from the known source is decoded, and found malformed: the check above can see it
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for j in junk:
+            s.sendto(j, ("127.0.0.1", rx.port))
+    await rx.until(lambda: rx.listener.stats["malformed"] == len(junk))
+    assert rx.events == []
+
+
+async def test_v3_no_auth_no_priv_traps_are_refused_unless_allowed(make: Any) -> None:
+    noauth = ["-v3", "-e", ENGINE_ID, "-u", "nwtrap", "-l", "noAuthNoPriv"]
+    rx = await make()
+    await rx.send(*noauth, pdu("", UPS_ON_BATTERY, "1.3.6.1.2.1.33.1.2.3.0", "i", "5"))
+    await rx.until(lambda: rx.listener.stats["noauth_refused"] == 1)
+    await asyncio.sleep(0.1)
+    assert rx.events == [] and rx.listener.stats["events"] == 0
+    # the same user with its keys still gets through
+    await rx.send(*V3, pdu("", COLD_START))
+    await rx.until(lambda: len(rx.events) == 1)
+    # allowed explicitly, a user without auth is accepted
+    users = [{"user": "nwopen", "engine_ids": [ENGINE_ID]}]
+    with pytest.raises(ValidationError, match="allow_noauth"):
+        config(users=users)
+    open_rx = await make(config(users=users, allow_noauth=True))
+    await open_rx.send("-v3", "-e", ENGINE_ID, "-u", "nwopen", "-l", "noAuthNoPriv", pdu("", COLD_START))
+    await open_rx.until(lambda: len(open_rx.events) == 1)
+    assert open_rx.events[0].fields["user"] == "nwopen" and open_rx.listener.stats["noauth_refused"] == 0
+
+
+async def test_no_allow_list_is_warned_about_at_start(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="netwatch.probes.snmp.traps")
+    rx = await make(config(devices={}))
+    assert "no devices allow-list" in caplog.text and "ANY source" in rx.listener.describe()
+    caplog.clear()
+    listed = await make()
+    assert "allow-list" not in caplog.text and "1 known devices" in listed.listener.describe()
+
+
+# --- the CLI: secrets out of the process list, no default community, device text printed literally ---
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETWATCH_SNMP_")}
+    return {**env, "COLUMNS": "400", **extra}
+
+
+def _start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``netwatch-agent snmp traps`` as a process, returned once it says it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "snmp", "traps", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 20
+    while b"listening on" not in seen:
+        assert proc.poll() is None and time.monotonic() < deadline, seen
+        seen += proc.stderr.readline()
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def test_cli_takes_secrets_from_a_file_and_the_environment_not_the_command_line(tmp_path: Path) -> None:
+    port = free_udp_port()
+    cfile = tmp_path / "communities"
+    cfile.write_text("# accepted here\nfile-c0mmunity\n")
+    cfile.chmod(0o600)
+    env = _clean_env(NW_T_AUTH="trap-auth-pass", NW_T_PRIV="trap-priv-pass")
+    proc = _start_cli(
+        "--port", str(port), "--count", "2", "--timeout", "30", "--community-file", str(cfile),
+        "--user", "nwtrap", "--auth-proto", "SHA", "--auth-key-env", "NW_T_AUTH",
+        "--priv-proto", "AES", "--priv-key-env", "NW_T_PRIV", "--engine-id", ENGINE_ID,
+        env=env,
+    )  # fmt: skip
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"--community-file" in cmdline and b"NW_T_AUTH" in cmdline  # we read the right process
+        for secret in (b"file-c0mmunity", b"trap-auth-pass", b"trap-priv-pass"):
+            assert secret not in cmdline
+        snmptrap(port, "-v2c", "-c", "file-c0mmunity", pdu("", LINK_DOWN, "1.3.6.1.2.1.2.2.1.1.5", "i", "5"))
+        snmptrap(port, *V3, pdu("", UPS_ON_BATTERY, "1.3.6.1.2.1.33.1.2.3.0", "i", "4"))
+    finally:
+        code, out, err = _finish(proc)
+    assert code == 0, err
+    assert "link down on ifIndex 5" in out and "UPS on battery, 4 min of runtime left" in out
+    assert "traps shown 2" in err and "bad community 0" in err
+    for secret in ("file-c0mmunity", "trap-auth-pass", "trap-priv-pass"):
+        assert secret not in out + err
+
+
+def test_cli_community_option_is_what_puts_it_in_the_process_list() -> None:
+    """The control for the test above: --community VALUE is visible to every local user."""
+    proc = _start_cli("--port", str(free_udp_port()), "--timeout", "1", "-c", "visible-c0mmunity", env=_clean_env())
+    try:
+        assert b"visible-c0mmunity" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+    finally:
+        code, _, err = _finish(proc)
+    assert code == 0, err
+
+
+def test_cli_without_a_community_is_a_usage_error_saying_how_to_give_one() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "snmp", "traps", "--port", str(free_udp_port()), "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(),
+        cwd=ROOT,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "--community-file" in r.stderr and "--community-env" in r.stderr and "NETWATCH_SNMP_COMMUNITY" in r.stderr
+
+
+def test_cli_prints_trap_text_literally() -> None:
+    hostile = "[/x][link=https://evil.example]x[/link][bold red]"
+    port = free_udp_port()
+    env = _clean_env(NW_T_COMM="township-traps", FORCE_COLOR="1", TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    proc = _start_cli("--port", str(port), "--count", "1", "--timeout", "30", "--community-env", "NW_T_COMM", env=env)
+    try:
+        snmptrap(
+            port,
+            "-v2c",
+            "-c",
+            "township-traps",
+            pdu("", LINK_DOWN, "1.3.6.1.2.1.31.1.1.1.1.3", "s", hostile, "1.3.6.1.4.1.9.9.1", "s", "\x1b]8;;x\x1b\\"),
+        )
+    finally:
+        code, out, err = _finish(proc)
+    assert code == 0, err
+    assert "\x1b]8;" not in out and "\x1b]" not in out
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert f"link down on {hostile}" in text
