@@ -8,7 +8,9 @@ poll was degraded); 2 bad usage or config; 3 runtime failure.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,6 +27,7 @@ from probes.output import (
     EXIT_RUNTIME,
     EXIT_USAGE,
     console,
+    lit,
     print_json_lines,
     print_samples_json,
     samples_table,
@@ -50,21 +53,59 @@ TargetArg = Annotated[
     str | None, typer.Argument(help="host[:port] (port 161 if left out); optional with --config/--device")
 ]
 VersionOpt = Annotated[str, typer.Option("--version", "-v", help="SNMP version: 1, 2c or 3")]
+#: Why a secret given as an option value is discouraged: it is in every local user's process list.
+_VISIBLE = "discouraged: any local user sees it in the process list (/proc/PID/cmdline) and it stays in shell history"
 CommunityOpt = Annotated[
-    str, typer.Option("--community", "-c", envvar="NETWATCH_SNMP_COMMUNITY", help="v1/v2c community")
+    str | None,
+    typer.Option(
+        "--community",
+        "-c",
+        help=f"v1/v2c community ({_VISIBLE}; kept for compatibility). Prefer --community-file or "
+        "--community-env; with none of the three, NETWATCH_SNMP_COMMUNITY is read from the environment",
+        show_default=False,
+    ),
+]
+CommunityFileOpt = Annotated[
+    Path | None, typer.Option("--community-file", help="file holding the v1/v2c community (first line)")
+]
+CommunityEnvOpt = Annotated[
+    str | None, typer.Option("--community-env", metavar="VAR", help="environment variable holding the community")
 ]
 UserOpt = Annotated[str | None, typer.Option("--v3-user", "-u", help="SNMPv3 user name")]
 AuthProtoOpt = Annotated[
     str | None, typer.Option("--auth-proto", "-a", help="MD5, SHA, SHA-224, SHA-256, SHA-384, SHA-512")
 ]
 AuthKeyOpt = Annotated[
-    str | None, typer.Option("--auth-key", "-A", envvar="NETWATCH_SNMP_AUTH_KEY", help="v3 auth pass phrase")
+    str | None,
+    typer.Option(
+        "--auth-key",
+        "-A",
+        help=f"v3 auth pass phrase ({_VISIBLE}). Prefer --auth-key-file or --auth-key-env; with none of the "
+        "three, NETWATCH_SNMP_AUTH_KEY is read from the environment",
+        show_default=False,
+    ),
+]
+AuthKeyFileOpt = Annotated[Path | None, typer.Option("--auth-key-file", help="file holding the v3 auth pass phrase")]
+AuthKeyEnvOpt = Annotated[
+    str | None, typer.Option("--auth-key-env", metavar="VAR", help="environment variable holding the auth pass phrase")
 ]
 PrivProtoOpt = Annotated[
     str | None, typer.Option("--priv-proto", "-x", help="DES, AES, AES-192, AES-256 (AES-192-C, AES-256-C: Cisco)")
 ]
 PrivKeyOpt = Annotated[
-    str | None, typer.Option("--priv-key", "-X", envvar="NETWATCH_SNMP_PRIV_KEY", help="v3 privacy pass phrase")
+    str | None,
+    typer.Option(
+        "--priv-key",
+        "-X",
+        help=f"v3 privacy pass phrase ({_VISIBLE}). Prefer --priv-key-file or --priv-key-env; with none of the "
+        "three, NETWATCH_SNMP_PRIV_KEY is read from the environment",
+        show_default=False,
+    ),
+]
+PrivKeyFileOpt = Annotated[Path | None, typer.Option("--priv-key-file", help="file holding the v3 privacy pass phrase")]
+PrivKeyEnvOpt = Annotated[
+    str | None,
+    typer.Option("--priv-key-env", metavar="VAR", help="environment variable holding the privacy pass phrase"),
 ]
 TimeoutOpt = Annotated[str, typer.Option("--timeout", "-t", help="wait for each reply, e.g. 2s or 500ms")]
 RetriesOpt = Annotated[int, typer.Option("--retries", "-r", help="re-sends after a timeout")]
@@ -98,16 +139,18 @@ def _from_config(config: Path, device: str | None) -> tuple[dict[str, Any], str]
     try:
         cfg = agent_config.load(config)
     except ConfigError as e:
-        raise _fail(f"[red]config error[/red] / 配置错误:\n{e}", EXIT_CONFIG) from None
+        raise _fail(f"[red]config error[/red] / 配置错误:\n{lit(e)}", EXIT_CONFIG) from None
     entries = [e for e in cfg.probes if e.kind == "snmp"]
     if not entries:
-        raise _fail(f"[red]{config} has no snmp entries[/red]", EXIT_CONFIG)
+        raise _fail(f"[red]{lit(config)} has no snmp entries[/red]", EXIT_CONFIG)
     if device is None and len(entries) == 1:
         device = entries[0].name
     chosen = next((e for e in entries if e.name == device), None)
     if chosen is None:
         names = ", ".join(e.name for e in entries)
-        raise _fail(f"[red]no snmp entry named {device!r} in {config}[/red]; there are: {names}", EXIT_CONFIG)
+        raise _fail(
+            f"[red]no snmp entry named {lit(repr(device))} in {lit(config)}[/red]; there are: {lit(names)}", EXIT_CONFIG
+        )
     assert isinstance(chosen.config, SnmpConfig)
     # Round-trip through the model keeps secrets' sources (env, file) as the config has them.
     raw = chosen.config.model_dump(exclude_unset=True)
@@ -118,16 +161,68 @@ def _from_config(config: Path, device: str | None) -> tuple[dict[str, Any], str]
     return raw, chosen.name
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The credential options as given; each secret from at most one of value, file, env."""
+
+    community: str | None = None
+    community_file: Path | None = None
+    community_env: str | None = None
+    user: str | None = None
+    auth_proto: str | None = None
+    auth_key: str | None = None
+    auth_key_file: Path | None = None
+    auth_key_env: str | None = None
+    priv_proto: str | None = None
+    priv_key: str | None = None
+    priv_key_file: Path | None = None
+    priv_key_env: str | None = None
+
+    def sources(self, name: str) -> dict[str, Any]:
+        """``{community: …}`` / ``{community_file: …}`` / ``{community_env: …}`` for the config model,
+        falling back to ``NETWATCH_SNMP_<NAME>`` in the environment (read, like ``_env``, when used)."""
+        given = {k: getattr(self, k) for k in (name, f"{name}_file", f"{name}_env") if getattr(self, k) is not None}
+        if len(given) > 1:
+            options = ", ".join(_OPTION_OF[k] for k in given)
+            raise _fail(f"[red]give only one of {options}[/red] (the same secret from two places)", EXIT_CONFIG)
+        fallback = f"NETWATCH_SNMP_{name.upper()}"
+        if not given and os.environ.get(fallback):
+            given = {f"{name}_env": fallback}
+        return given
+
+
+#: model keys -> the options that set them, so an error names what the technician typed
+_OPTION_OF = {
+    "community": "--community",
+    "community_file": "--community-file",
+    "community_env": "--community-env",
+    "user": "--v3-user",
+    "auth_proto": "--auth-proto",
+    "auth_key": "--auth-key",
+    "auth_key_file": "--auth-key-file",
+    "auth_key_env": "--auth-key-env",
+    "priv_proto": "--priv-proto",
+    "priv_key": "--priv-key",
+    "priv_key_file": "--priv-key-file",
+    "priv_key_env": "--priv-key-env",
+    "host": "TARGET",
+    "port": "TARGET",
+    "request_timeout": "--timeout",
+    "retries": "--retries",
+}
+
+NO_COMMUNITY = (
+    "[red]SNMP v{version} needs a community[/red] (there is no default): give [bold]--community-file FILE[/bold] "
+    "or [bold]--community-env VAR[/bold], or set NETWATCH_SNMP_COMMUNITY "
+    "(--community VALUE works too, but shows the secret in the process list)"
+)
+
+
 def build_config(
     target: str | None,
     *,
     version: str,
-    community: str,
-    user: str | None,
-    auth_proto: str | None,
-    auth_key: str | None,
-    priv_proto: str | None,
-    priv_key: str | None,
+    creds: Credentials,
     timeout: str,
     retries: int,
     config: Path | None,
@@ -144,15 +239,20 @@ def build_config(
         name = target
         raw = {"version": version, "request_timeout": timeout, "retries": retries}
         if version.lower().removeprefix("v") == "3":
-            raw |= {"user": user, "auth_proto": auth_proto, "auth_key": auth_key}
-            raw |= {"priv_proto": priv_proto, "priv_key": priv_key}
+            raw |= {"user": creds.user, "auth_proto": creds.auth_proto, "priv_proto": creds.priv_proto}
+            # The environment fallback applies only where a protocol asks for the key.
+            raw |= creds.sources("auth_key") if creds.auth_proto or _given(creds, "auth_key") else {}
+            raw |= creds.sources("priv_key") if creds.priv_proto or _given(creds, "priv_key") else {}
         else:
-            raw["community"] = community
+            found = creds.sources("community")
+            if not found and version.lower().removeprefix("v") in ("1", "2c"):
+                raise _fail(NO_COMMUNITY.format(version=lit(version.lower().removeprefix("v"))), EXIT_CONFIG)
+            raw |= found
     if target is not None:
         try:
             host, port = _host_port(target)
         except ValueError:
-            raise _fail(f"[red]TARGET {target!r} must be host or host:port[/red]", EXIT_CONFIG) from None
+            raise _fail(f"[red]TARGET {lit(target)} must be host or host:port[/red]", EXIT_CONFIG) from None
         raw["host"] = host
         if port is not None:
             raw["port"] = port
@@ -161,9 +261,14 @@ def build_config(
         cfg = SnmpConfig.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as e:
         for p in problems_from(e, SnmpConfig):
-            console().print(f"[red]{p.key or 'options'}: {p.message}[/red] {p.fix}", soft_wrap=True)
+            key = _OPTION_OF.get(p.key, p.key) if config is None else p.key
+            console().print(f"[red]{lit(key or 'options')}: {lit(p.message)}[/red] {lit(p.fix)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
     return cfg, name
+
+
+def _given(creds: Credentials, name: str) -> bool:
+    return any(getattr(creds, k) is not None for k in (name, f"{name}_file", f"{name}_env"))
 
 
 def show_value(kind: str, value: object) -> object:
@@ -179,23 +284,24 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except SnmpError as e:
-        raise _fail(f"[red]{e}[/red]", EXIT_TARGET_DOWN) from None
+        raise _fail(f"[red]{lit(e)}[/red]", EXIT_TARGET_DOWN) from None
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - a technician's tool reports, it does not trace back
-        raise _fail(f"[red]failed: {type(e).__name__}: {e}[/red]", EXIT_RUNTIME) from None
+        raise _fail(f"[red]failed: {type(e).__name__}: {lit(e)}[/red]", EXIT_RUNTIME) from None
 
 
 def _print_varbinds(rows: list[VarBind], as_json: bool, title: str) -> None:
     if as_json:
         print_json_lines({"oid": oid, "type": kind, "value": show_value(kind, value)} for oid, kind, value in rows)
         return
-    table = Table(title=title)
+    table = Table(title=lit(title))
     table.add_column("oid", no_wrap=True)
     table.add_column("type", style="cyan")
     table.add_column("value", overflow="fold")
     for oid, kind, value in rows:
-        table.add_row(oid, kind, str(show_value(kind, value)))
+        # OIDs, types and values come from the device: printed as written, never parsed as markup
+        table.add_row(lit(oid), lit(kind), lit(show_value(kind, value)))
     con = console()
     con.print(table)
     con.print(f"{len(rows)} values / 个值")
@@ -215,12 +321,18 @@ def get(
     target: TargetArg = None,
     oids: Annotated[list[str] | None, typer.Argument(help="numeric OIDs, e.g. 1.3.6.1.2.1.1.5.0")] = None,
     version: VersionOpt = "2c",
-    community: CommunityOpt = "public",
+    community: CommunityOpt = None,
+    community_file: CommunityFileOpt = None,
+    community_env: CommunityEnvOpt = None,
     v3_user: UserOpt = None,
     auth_proto: AuthProtoOpt = None,
     auth_key: AuthKeyOpt = None,
+    auth_key_file: AuthKeyFileOpt = None,
+    auth_key_env: AuthKeyEnvOpt = None,
     priv_proto: PrivProtoOpt = None,
     priv_key: PrivKeyOpt = None,
+    priv_key_file: PrivKeyFileOpt = None,
+    priv_key_env: PrivKeyEnvOpt = None,
     timeout: TimeoutOpt = "2s",
     retries: RetriesOpt = 1,
     config: ConfigOpt = None,
@@ -232,9 +344,12 @@ def get(
         oids, target = [target, *(oids or [])], None  # type: ignore[list-item]
     if not oids:
         raise _fail("[red]give at least one OID[/red], e.g. 1.3.6.1.2.1.1.5.0 (sysName.0)", EXIT_CONFIG)
+    creds = Credentials(
+        community, community_file, community_env, v3_user, auth_proto, auth_key, auth_key_file, auth_key_env,
+        priv_proto, priv_key, priv_key_file, priv_key_env,
+    )  # fmt: skip
     cfg, name = build_config(
-        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
-        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+        target, creds=creds, version=version, timeout=timeout, retries=retries, config=config, device=device,
     )  # fmt: skip
 
     rows = _run(lambda: _with_session(cfg, lambda session: session.get(oids)))
@@ -247,12 +362,18 @@ def walk(
     target: TargetArg = None,
     oid: Annotated[str | None, typer.Argument(help="the subtree to walk, e.g. 1.3.6.1.2.1.31.1.1.1.1")] = None,
     version: VersionOpt = "2c",
-    community: CommunityOpt = "public",
+    community: CommunityOpt = None,
+    community_file: CommunityFileOpt = None,
+    community_env: CommunityEnvOpt = None,
     v3_user: UserOpt = None,
     auth_proto: AuthProtoOpt = None,
     auth_key: AuthKeyOpt = None,
+    auth_key_file: AuthKeyFileOpt = None,
+    auth_key_env: AuthKeyEnvOpt = None,
     priv_proto: PrivProtoOpt = None,
     priv_key: PrivKeyOpt = None,
+    priv_key_file: PrivKeyFileOpt = None,
+    priv_key_env: PrivKeyEnvOpt = None,
     timeout: TimeoutOpt = "2s",
     retries: RetriesOpt = 1,
     max_repetitions: Annotated[int, typer.Option(help="rows per GETBULK request")] = 25,
@@ -265,9 +386,12 @@ def walk(
         oid, target = target, None
     if oid is None:
         raise _fail("[red]give the OID to walk[/red], e.g. 1.3.6.1.2.1.2.2.1.2 (ifDescr)", EXIT_CONFIG)
+    creds = Credentials(
+        community, community_file, community_env, v3_user, auth_proto, auth_key, auth_key_file, auth_key_env,
+        priv_proto, priv_key, priv_key_file, priv_key_env,
+    )  # fmt: skip
     cfg, name = build_config(
-        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
-        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+        target, creds=creds, version=version, timeout=timeout, retries=retries, config=config, device=device,
         extra={"max_repetitions": max_repetitions},
     )  # fmt: skip
 
@@ -281,12 +405,18 @@ def poll(
     target: TargetArg = None,
     profile: Annotated[str, typer.Option(help="auto, a profile name, or names joined by commas")] = "auto",
     version: VersionOpt = "2c",
-    community: CommunityOpt = "public",
+    community: CommunityOpt = None,
+    community_file: CommunityFileOpt = None,
+    community_env: CommunityEnvOpt = None,
     v3_user: UserOpt = None,
     auth_proto: AuthProtoOpt = None,
     auth_key: AuthKeyOpt = None,
+    auth_key_file: AuthKeyFileOpt = None,
+    auth_key_env: AuthKeyEnvOpt = None,
     priv_proto: PrivProtoOpt = None,
     priv_key: PrivKeyOpt = None,
+    priv_key_file: PrivKeyFileOpt = None,
+    priv_key_env: PrivKeyEnvOpt = None,
     timeout: TimeoutOpt = "2s",
     retries: RetriesOpt = 1,
     poll_timeout: Annotated[str, typer.Option(help="time for the whole poll (big chassis take long)")] = "60s",
@@ -303,15 +433,18 @@ def poll(
         extra["profile"] = names if len(names) > 1 else names[0]
     elif config is None:
         extra["profile"] = "auto"
+    creds = Credentials(
+        community, community_file, community_env, v3_user, auth_proto, auth_key, auth_key_file, auth_key_env,
+        priv_proto, priv_key, priv_key_file, priv_key_env,
+    )  # fmt: skip
     cfg, name = build_config(
-        target, version=version, community=community, user=v3_user, auth_proto=auth_proto, auth_key=auth_key,
-        priv_proto=priv_proto, priv_key=priv_key, timeout=timeout, retries=retries, config=config, device=device,
+        target, creds=creds, version=version, timeout=timeout, retries=retries, config=config, device=device,
         extra=extra,
     )  # fmt: skip
     try:
         budget = parse_duration(poll_timeout)
     except ValueError as e:
-        raise _fail(f"[red]--poll-timeout: {e}[/red]", EXIT_CONFIG) from None
+        raise _fail(f"[red]--poll-timeout: {lit(e)}[/red]", EXIT_CONFIG) from None
     probe = SnmpProbe(cfg, name=name, timeout_s=budget)
 
     async def main() -> list[Sample]:
@@ -325,7 +458,7 @@ def poll(
         print_samples_json(samples)
     else:
         con = console()
-        con.print(samples_table(samples, title=f"snmp {name} ({cfg.address})"))
+        con.print(samples_table(samples, title=lit(f"snmp {name} ({cfg.address})")))
         con.print(summary_line(status_counts(samples)))
     counts = status_counts(samples)
     raise typer.Exit(EXIT_TARGET_DOWN if counts["down"] or counts["degraded"] else EXIT_OK)

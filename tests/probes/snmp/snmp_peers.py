@@ -107,7 +107,25 @@ def _zte() -> str:
     )
 
 
-OWN_RECORDINGS = {"counters": _counters, "apc-ups": _apc_ups, "zte": _zte}
+#: Text a hostile (or just odd) device puts where the CLIs print it: rich markup and an OSC 8 link.
+HOSTILE_TEXT = "[/x][link=https://evil.example]x[/link][bold red]"
+HOSTILE_ESC = "\x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\"
+
+
+def _hostile() -> str:
+    """A device whose sysDescr, sysName and a string value carry markup and escape sequences."""
+    return snmprec_lines(
+        {
+            "1.3.6.1.2.1.1.1.0": ("4", HOSTILE_TEXT),
+            "1.3.6.1.2.1.1.2.0": ("6", "1.3.6.1.4.1.8072.3.2.10"),
+            "1.3.6.1.2.1.1.3.0": ("67", "500"),
+            "1.3.6.1.2.1.1.5.0": ("4x", HOSTILE_ESC.encode().hex()),
+            "1.3.6.1.2.1.1.6.0": ("4", "room [link=https://evil.example]B2[/link]"),
+        }
+    )
+
+
+OWN_RECORDINGS = {"counters": _counters, "apc-ups": _apc_ups, "zte": _zte, "hostile": _hostile}
 
 
 @dataclass(frozen=True, slots=True)

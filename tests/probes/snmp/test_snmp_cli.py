@@ -5,13 +5,15 @@ codes (0 ok, 1 target down or refused, 2 usage/config error)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
-from snmp_peers import AUTH_KEY, OWN, PRIV_KEY, SimAgent
+from snmp_peers import AUTH_KEY, HOSTILE_TEXT, OWN, PRIV_KEY, SimAgent
 from snmp_services import Silent, Snmpd
 from typer.testing import CliRunner
 
@@ -78,9 +80,11 @@ def test_v3_options_and_refused_keys(snmpd: Snmpd) -> None:
 def test_a_silent_device_exits_1(snmpsim: SimAgent) -> None:
     silent = Silent()
     try:
-        code, rows = run("poll", f"127.0.0.1:{silent.port}", "-t", "300ms", "-r", "0", "--json")
+        code, rows = run("poll", f"127.0.0.1:{silent.port}", "-c", "x", "-t", "300ms", "-r", "0", "--json")
         assert code == 1 and rows[-1]["fields"]["status"] == "down"
-        result = runner.invoke(app, ["get", f"127.0.0.1:{silent.port}", "1.3.6.1.2.1.1.5.0", "-t", "300ms", "-r", "0"])
+        result = runner.invoke(
+            app, ["get", f"127.0.0.1:{silent.port}", "1.3.6.1.2.1.1.5.0", "-c", "x", "-t", "300ms", "-r", "0"]
+        )
         assert result.exit_code == 1 and "no response in 0.3 s after 0 retries" in result.stdout
     finally:
         silent.close()
@@ -163,3 +167,131 @@ probes:
 )
 def test_values_are_shown_as_text_when_they_are_text(raw: object, shown: object) -> None:
     assert show_value("OctetString", raw) == shown
+
+
+# --- secrets stay out of the process list; no default community; device text printed literally ---
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETWATCH_SNMP_")}
+    return {**env, "COLUMNS": "400", **extra}
+
+
+def agent_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "snmp", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_community_from_a_file_and_from_the_environment(snmpsim: SimAgent, tmp_path: Path) -> None:
+    target = f"127.0.0.1:{snmpsim.port}"
+    secret = tmp_path / "community"
+    secret.write_text(S5720 + "\n")
+    secret.chmod(0o600)
+    r = agent_cli("get", target, "1.3.6.1.2.1.1.5.0", "--community-file", str(secret), "--json", env=_clean_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert orjson.loads(r.stdout.splitlines()[0])["value"] == "DUMSYS-05"
+    env = _clean_env(NW_T_COMMUNITY=S5720)
+    r = agent_cli("walk", target, "1.3.6.1.2.1.31.1.1.1.1", "--community-env", "NW_T_COMMUNITY", "--json", env=env)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 39, r.stdout + r.stderr
+    # the old environment variable still works when no option names a source
+    r = agent_cli("get", target, "1.3.6.1.2.1.1.5.0", "--json", env=_clean_env(NETWATCH_SNMP_COMMUNITY=S5720))
+    assert r.returncode == 0 and "DUMSYS-05" in r.stdout, r.stdout + r.stderr
+    # and an explicit source wins over it
+    env = _clean_env(NETWATCH_SNMP_COMMUNITY="wrong", NW_T_COMMUNITY=S5720)
+    r = agent_cli("get", target, "1.3.6.1.2.1.1.5.0", "--community-env", "NW_T_COMMUNITY", "--json", env=env)
+    assert r.returncode == 0 and "DUMSYS-05" in r.stdout, r.stdout + r.stderr
+
+
+def test_secrets_are_not_in_the_process_list_of_a_running_walk(tmp_path: Path) -> None:
+    """A walk against a device that never answers runs for its timeout: long enough to read
+    /proc/PID/cmdline, as any local user can."""
+    silent = Silent()
+    secret = tmp_path / "community"
+    secret.write_text("file-c0mmunity\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cases = [
+            (["--community-file", str(secret)], {}, b"file-c0mmunity"),
+            (["--community-env", "NW_T_COMMUNITY"], {"NW_T_COMMUNITY": "env-c0mmunity"}, b"env-c0mmunity"),
+            (["--community", "visible-c0mmunity"], {}, b"visible-c0mmunity"),  # the control: it IS visible
+        ]
+        seen = []
+        for opts, extra, _ in cases:
+            argv = ["walk", f"127.0.0.1:{silent.port}", "1.3.6.1.2.1.2", "-t", "3s", "-r", "0", *opts]
+            p = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "snmp", *argv],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=ROOT,
+                env=_clean_env(**extra),
+            )
+            procs.append(p)
+            time.sleep(0.5)
+            seen.append(Path(f"/proc/{p.pid}/cmdline").read_bytes())
+        for (opts, _, value), cmdline in zip(cases, seen, strict=True):
+            assert opts[0].encode() in cmdline  # the right process
+            assert (value in cmdline) == (opts[0] == "--community"), cmdline
+        for p in procs:
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 1 and b"no response in 3 s" in out, out + err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        silent.close()
+
+
+def test_no_community_is_a_usage_error_saying_how_to_give_one() -> None:
+    for cmd in (["get", "127.0.0.1:161", "1.3.6.1.2.1.1.5.0"], ["walk", "127.0.0.1:161", "1.3.6.1.2"]):
+        for version in ("1", "2c"):
+            r = agent_cli(*cmd, "--version", version, env=_clean_env())
+            assert r.returncode == 2, r.stdout + r.stderr
+            flat = " ".join(r.stdout.split())
+            assert f"SNMP v{version} needs a community" in flat and "--community-file" in flat
+            assert "--community-env" in flat and "NETWATCH_SNMP_COMMUNITY" in flat
+    r = agent_cli("poll", "127.0.0.1:161", env=_clean_env())
+    assert r.returncode == 2 and "needs a community" in r.stdout
+    r = agent_cli("walk", "--help", env=_clean_env())
+    assert "process list" in " ".join(r.stdout.split())
+
+
+def test_v3_keys_from_files_and_the_environment(snmpd: Snmpd, tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    auth.write_text(AUTH_KEY + "\n")
+    v3 = ["--version", "3", "--v3-user", "sha-aes", "--auth-proto", "SHA", "--priv-proto", "AES"]
+    env = _clean_env(NW_T_PRIV=PRIV_KEY)
+    target = f"127.0.0.1:{snmpd.port}"
+    args = ["get", target, "1.3.6.1.2.1.1.5.0", *v3, "--auth-key-file", str(auth), "--priv-key-env", "NW_T_PRIV"]
+    r = agent_cli(*args, "--json", env=env)
+    assert r.returncode == 0 and "netwatch-snmpd" in r.stdout, r.stdout + r.stderr
+    env = _clean_env(NETWATCH_SNMP_AUTH_KEY=AUTH_KEY, NETWATCH_SNMP_PRIV_KEY=PRIV_KEY)  # the old fallback
+    r = agent_cli("get", target, "1.3.6.1.2.1.1.5.0", *v3, "--json", env=env)
+    assert r.returncode == 0 and "netwatch-snmpd" in r.stdout, r.stdout + r.stderr
+    # two sources for one key is a usage error naming both options
+    r = agent_cli(*args, "--auth-key", AUTH_KEY, env=_clean_env(NW_T_PRIV=PRIV_KEY))
+    assert r.returncode == 2 and "give only one of --auth-key, --auth-key-file" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["get", "walk", "poll"])
+def test_device_text_is_printed_literally(snmpsim: SimAgent, cmd: str) -> None:
+    env = _clean_env(FORCE_COLOR="1", TERM="xterm-256color", NW_T_COMMUNITY=f"{OWN}/hostile")
+    env.pop("NO_COLOR", None)
+    args = {
+        "get": ["1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.1.6.0"],
+        "walk": ["1.3.6.1.2.1.1"],
+        "poll": ["--profile", "system"],
+    }[cmd]
+    r = agent_cli(cmd, f"127.0.0.1:{snmpsim.port}", *args, "--community-env", "NW_T_COMMUNITY", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\x1b]8;" not in r.stdout and "\x1b]" not in r.stdout
+    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+    assert HOSTILE_TEXT in text
+    if cmd != "poll":
+        assert "room [link=https://evil.example]B2[/link]" in text
