@@ -16,6 +16,20 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+#: How much of a bad value an error message repeats: enough to find the line, too little to leak a
+#: key pasted into the wrong field (config errors are printed, logged and sent to the centre).
+_ECHO_CHARS = 4
+
+
+def redacted(value: Any) -> str:
+    """A short, safe stand-in for a bad config value in an error message: its first few characters
+    and its length (``'abcd'… (40 chars)``); values of four characters or fewer are shown whole."""
+    text = str(value)
+    if len(text) <= _ECHO_CHARS:
+        return repr(text)
+    return f"{text[:_ECHO_CHARS]!r}… ({len(text)} chars)"
+
+
 def parse_duration(value: Any) -> float:
     """``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"7d"`` (or a bare number of seconds) → seconds."""
     if isinstance(value, bool):
@@ -25,7 +39,7 @@ def parse_duration(value: Any) -> float:
     else:
         m = _DURATION.match(str(value))
         if not m:
-            raise ValueError(f"{value!r} is not a duration: write it like 500ms, 30s, 5m, 2h or 7d")
+            raise ValueError(f"{redacted(value)} is not a duration: write it like 500ms, 30s, 5m, 2h or 7d")
         seconds = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
@@ -55,7 +69,7 @@ def parse_size(value: Any) -> int:
     else:
         m = _SIZE.match(str(value))
         if not m:
-            raise ValueError(f"{value!r} is not a size: write it like 64KiB, 512MiB or 2GiB")
+            raise ValueError(f"{redacted(value)} is not a size: write it like 64KiB, 512MiB or 2GiB")
         n = int(float(m.group(1)) * _UNIT_B[(m.group(2) or "b").lower()])
     if n < 0:
         raise ValueError("a size cannot be negative")

@@ -156,3 +156,27 @@ def test_device_reply_markup_is_printed_not_parsed() -> None:
         assert reply.decode() in text
     finally:
         srv.close()
+
+
+def test_a_bad_duration_or_size_is_echoed_short_and_redacted() -> None:
+    from probes.base import parse_duration, parse_size
+
+    key = "sk-live-51Hx9fQ2kL8mN3pR7tV0wY4zB6cD1eF"
+    for parse in (parse_duration, parse_size):
+        with pytest.raises(ValueError) as e:
+            parse(key)
+        text = str(e.value)
+        assert key not in text and key[4:] not in text and f"({len(key)} chars)" in text and "'sk-l'" in text
+    with pytest.raises(ValueError, match=r"^'soon' is not a duration"):
+        parse_duration("soon")  # short values are shown whole
+
+
+def test_a_key_pasted_into_timeout_does_not_appear_in_the_config_error(tmp_path: Path) -> None:
+    key = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(
+        f"agent: {{id: a, site: s}}\nprobes:\n  - {{type: tcp, host: 127.0.0.1, port: 22, timeout: '{key}'}}\n"
+    )
+    r = cli("check", "--config", str(cfg))
+    assert r.returncode == 2 and "is not a duration" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert key not in r.stdout + r.stderr and key[4:20] not in r.stdout + r.stderr
