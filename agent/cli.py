@@ -309,16 +309,40 @@ def http(
     url: Annotated[str, typer.Argument(help="http:// or https:// URL")],
     expect_regex: Annotated[str | None, typer.Option("--expect", help="regex the body must match")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="do not verify the TLS certificate")] = False,
+    header_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header-env",
+            metavar="NAME=VAR",
+            help="send header NAME with the value of environment variable VAR, e.g. Authorization=PORTAL_AUTH "
+            "(repeatable; keeps tokens out of the process list)",
+        ),
+    ] = None,
+    header_file: Annotated[
+        list[str] | None,
+        typer.Option("--header-file", metavar="NAME=FILE", help="send header NAME with the first line of FILE"),
+    ] = None,
     timeout: Annotated[str, typer.Option(help="request timeout")] = "10s",
     json: JsonOpt = False,
 ) -> None:
-    """Fetch a URL: status, response time, certificate days left, content fingerprint."""
+    """Fetch a URL: status, response time, certificate days left, content fingerprint. Credentials in
+    the URL (user:password@, ?token=) are used but never shown; they are visible in the process list,
+    so prefer --header-env/--header-file for tokens."""
     from probes.base import parse_duration
+    from probes.http.config import redact_url
 
     raw: dict[str, Any] = {"url": url, "body_regex": expect_regex, "fingerprint": {"enabled": True}}
     if insecure:
         raw["verify_tls"] = False
-    _one_shot("http", raw, url, parse_duration(timeout), json)
+    for key, given in (("headers_env", header_env), ("headers_file", header_file)):
+        pairs = [item.partition("=") for item in given or []]
+        if any(not name or not sep or not value for name, sep, value in pairs):
+            console().print(
+                f"[red]--{key.replace('headers_', 'header-')} takes NAME=VALUE[/red], e.g. Authorization=VAR"
+            )
+            raise typer.Exit(EXIT_CONFIG)
+        raw[key] = {name.strip(): value.strip() for name, _, value in pairs}
+    _one_shot("http", raw, redact_url(url), parse_duration(timeout), json)
 
 
 @app.command()

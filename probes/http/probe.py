@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import httpx
 
 from probes.base import Probe
-from probes.http.config import HttpConfig
+from probes.http.config import REDACTED, SECRET_PARAM, HttpConfig, redact_url, url_secrets
 from probes.model import Sample, Status, clean_fields, status_sample
 from probes.tls import client_context, describe_tls_error, peer_cert_days_left
 
@@ -63,15 +63,19 @@ def _charset(response: httpx.Response, body: bytes) -> str:
         return "utf-8"
 
 
-async def fetch(cfg: HttpConfig, ctx: ssl.SSLContext, timeout_s: float) -> Fetched:
+async def fetch(
+    cfg: HttpConfig, ctx: ssl.SSLContext, timeout_s: float, headers: dict[str, str] | None = None
+) -> Fetched:
     """One request with a fresh connection (so connect and TLS are measured every time), the
     body read up to ``max_body_bytes``. Environment proxies are not used: the probe measures
-    the path from this node."""
+    the path from this node. Credentials in the URL go as Basic auth (httpx takes them from it)."""
+    if headers is None:
+        headers = cfg.request_headers()
     async with httpx.AsyncClient(
         verify=ctx, follow_redirects=cfg.follow_redirects, timeout=timeout_s, trust_env=False
     ) as client:
         start = time.perf_counter()
-        async with client.stream(cfg.method, cfg.url, headers=cfg.headers, content=cfg.body) as resp:
+        async with client.stream(cfg.method, cfg.url, headers=headers, content=cfg.body) as resp:
             stream = resp.extensions.get("network_stream")
             days = peer_cert_days_left(stream.get_extra_info("ssl_object")) if stream is not None else None
             body = bytearray()
@@ -108,7 +112,7 @@ async def fingerprint_url(target: HttpConfig | str, *, timeout_s: float = 10.0) 
         got = await fetch(cfg, ctx, timeout_s)
     ignore = cfg.fingerprint.ignore
     return PageFingerprint(
-        cfg.url,
+        redact_url(cfg.url),
         got.status_code,
         len(got.body),
         fingerprint(got.text, ignore),
@@ -132,6 +136,17 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if cause is not e else text
 
 
+#: inline headers whose values are scrubbed from messages too (env/file ones always are)
+_SECRET_HEADER = re.compile(f"{SECRET_PARAM.pattern}|cookie", re.IGNORECASE)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret (longest first, so a password inside user info goes too) replaced."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 class HttpProbe(Probe):
     kind: ClassVar[str] = "http"
     config_model: ClassVar[type[HttpConfig]] = HttpConfig
@@ -142,18 +157,30 @@ class HttpProbe(Probe):
         # Built once: loading the CA bundle costs milliseconds that would otherwise be per poll.
         self._ssl = client_context(verify=config.verify_tls, ca_file=config.ca_file)
 
+    @property
+    def target(self) -> str:
+        # The agent names an unnamed probe after its URL: shown, like the URL, without credentials.
+        return redact_url(self.name)
+
     async def collect(self) -> list[Sample]:
         cfg = self.config
         t0 = time.perf_counter()
         where = f"http {self.target}"
-        tags = {"target": self.target, "url": cfg.url}
+        tags = {"target": self.target, "url": cfg.shown_url}
+        secrets = url_secrets(cfg.url) + url_secrets(self.name)
+        try:
+            headers = cfg.request_headers()
+        except ValueError as e:  # a header's variable or file is gone: says which, never a value
+            return [self._status("down", f"{where}: {e}", t0)]
+        secrets += [v for k, v in headers.items() if k not in cfg.headers or _SECRET_HEADER.search(k)]
         try:
             async with asyncio.timeout(self.budget_s):
-                got = await fetch(cfg, self._ssl, self.budget_s)
+                got = await fetch(cfg, self._ssl, self.budget_s, headers)
         except TimeoutError:
             return [self._status("down", f"{where}: no complete response within {self.budget_s:g} s", t0)]
         except httpx.HTTPError as e:
-            return [self._status("down", f"{where}: {_describe(e)}", t0)]
+            # an error may quote the URL or a header: never the secret parts of either
+            return [self._status("down", scrub(f"{where}: {_describe(e)}", secrets), t0)]
 
         fields: dict[str, Any] = {
             "status_code": got.status_code,

@@ -180,3 +180,43 @@ def test_a_key_pasted_into_timeout_does_not_appear_in_the_config_error(tmp_path:
     r = cli("check", "--config", str(cfg))
     assert r.returncode == 2 and "is not a duration" in r.stdout + r.stderr, r.stdout + r.stderr
     assert key not in r.stdout + r.stderr and key[4:20] not in r.stdout + r.stderr
+
+
+def test_one_shot_http_uses_credentials_and_never_prints_them(tmp_path: Path) -> None:
+    import base64
+
+    password, token, bearer = "s3cret-pass-4711", "tok-9f8e7d6c", "Bearer header-secret-42"
+    want = "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+    seen: list[tuple[str, str, str]] = []
+
+    class Private(_Page):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization", ""), self.headers.get("X-Portal-Token", "")))
+            if self.headers.get("Authorization") != want or self.headers.get("X-Portal-Token") != bearer:
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Private)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    token_file = tmp_path / "token"
+    token_file.write_text(bearer + "\n")
+    try:
+        port = httpd.server_address[1]
+        url = f"http://ops:{password}@127.0.0.1:{port}/?token={token}"
+        for extra in (["--json"], []):
+            r = cli("http", url, "--header-file", f"X-Portal-Token={token_file}", *extra)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert seen[-1] == (f"/?token={token}", want, bearer)
+            out = r.stdout + r.stderr
+            assert password not in out and token not in out and "header-secret-42" not in out
+            assert f"127.0.0.1:{port}/?token=***" in out
+        # a wrong password is reported down, still without it
+        r = cli("http", url.replace(password, "wrong-pass-1234"), "--header-file", f"X-Portal-Token={token_file}")
+        assert r.returncode == 1 and "HTTP 401" in r.stdout and "wrong-pass-1234" not in r.stdout + r.stderr
+        assert cli("http", url, "--header-env", "X-Portal-Token").returncode == 2  # NAME=VAR, not just NAME
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

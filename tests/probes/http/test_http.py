@@ -49,6 +49,8 @@ class Page:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/html; charset=utf-8"})
     delay_s: float = 0.0
+    #: headers the request must carry (else 401), e.g. {"Authorization": "Basic ..."}
+    require: dict[str, str] = field(default_factory=dict)
 
 
 class Site:
@@ -69,6 +71,8 @@ class Site:
             ),
         }
         self.stop = threading.Event()
+        #: (path with query, headers) of every request, to check what arrived
+        self.seen: list[tuple[str, dict[str, str]]] = []
 
 
 def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
@@ -76,7 +80,10 @@ def _handler(site: Site) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            page = site.pages.get(self.path) or Page(404, b"not found")
+            site.seen.append((self.path, dict(self.headers.items())))
+            page = site.pages.get(self.path.partition("?")[0]) or Page(404, b"not found")
+            if any(self.headers.get(k) != v for k, v in page.require.items()):
+                page = Page(401, b"credentials please", {"WWW-Authenticate": 'Basic realm="portal"'})
             if page.delay_s:
                 site.stop.wait(page.delay_s)
             self.send_response(page.status)
@@ -398,3 +405,128 @@ def test_relative_baseline_file_counts_from_the_config_folder(tmp_path: Path) ->
 
 def test_readme_has_the_sections_the_sample_and_every_field() -> None:
     catalogue.assert_readme_current(KIND)
+
+
+# --- credentials: used for the request, never shown -------------------------------------------------
+
+USER, PASSWORD, TOKEN = "ops", "s3cret-pass-4711", "tok-9f8e7d6c"
+BEARER, API_KEY = "Bearer eyJhbGciOi.bearer-secret", "api-key-0815-secret"
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _everything(samples: list[Sample]) -> str:
+    return " ".join(repr(s) for s in samples)
+
+
+async def test_url_credentials_are_sent_but_not_in_tags_or_errors(web: Served) -> None:
+    web.site.pages["/private"] = Page(body=portal(), require={"Authorization": _basic(USER, PASSWORD)})
+    host = web.base.removeprefix("http://")
+    url = f"http://{USER}:{PASSWORD}@{host}/private?page=2&access_token={TOKEN}&sign=abc123xyz"
+    # unnamed in the agent config, a probe is named after its URL
+    samples = await HttpProbe(HttpConfig.model_validate({"url": url}), name=url, timeout_s=3).collect()
+    data, status = _split_named(samples)
+    assert status["status"] == "ok" and data["status_code"] == 200  # the server saw the right credentials
+    path, headers = web.site.seen[-1]
+    assert headers["Authorization"] == _basic(USER, PASSWORD) and f"access_token={TOKEN}" in path
+    shown = f"http://{host}/private?page=2&access_token=***&sign=***"
+    assert {s.tags["target"] for s in samples} == {shown}
+    assert next(s for s in samples if s.measurement == "http").tags["url"] == shown
+    for secret in (PASSWORD, TOKEN, "abc123xyz", f"{USER}:"):
+        assert secret not in _everything(samples)
+    # wrong password: down, and the error names the page without the credentials
+    bad = url.replace(PASSWORD, "wrong-pass-0000")
+    samples = await HttpProbe(HttpConfig.model_validate({"url": bad}), name=bad, timeout_s=3).collect()
+    _, status = _split_named(samples)
+    assert status["status"] == "down" and "HTTP 401" in status["error"] and shown in status["error"]
+    assert "wrong-pass-0000" not in _everything(samples) and TOKEN not in _everything(samples)
+
+
+async def test_a_refused_connection_error_does_not_quote_the_credentials() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/?apikey={TOKEN}"
+    samples = await HttpProbe(HttpConfig.model_validate({"url": url}), name=url, timeout_s=3).collect()
+    (status,) = samples
+    assert status.fields["status"] == "down" and "refused" in status.fields["error"]
+    assert f"http://127.0.0.1:{port}/?apikey=***" in status.fields["error"]
+    assert PASSWORD not in _everything(samples) and TOKEN not in _everything(samples)
+
+
+async def test_headers_from_the_environment_and_a_file(
+    web: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web.site.pages["/api"] = Page(body=b"ok", require={"Authorization": BEARER, "X-Api-Key": API_KEY})
+    key_file = tmp_path / "api.key"
+    key_file.write_text(API_KEY + "\n")
+    monkeypatch.setenv("NW_T_PORTAL_AUTH", BEARER)
+    cfg = HttpConfig.model_validate(
+        {
+            "url": web.base + "/api",
+            "headers": {"User-Agent": "netwatch"},
+            "headers_env": {"Authorization": "NW_T_PORTAL_AUTH"},
+            "headers_file": {"X-Api-Key": str(key_file)},
+        }
+    )
+    samples = await HttpProbe(cfg, name="api", timeout_s=3).collect()
+    _, status = _split_named(samples)
+    assert status["status"] == "ok", status
+    _, headers = web.site.seen[-1]
+    assert headers["Authorization"] == BEARER and headers["X-Api-Key"] == API_KEY
+    assert headers["User-Agent"] == "netwatch"
+    for text in (_everything(samples), repr(cfg), str(cfg)):
+        assert BEARER not in text and API_KEY not in text
+    # a rotated file is read at the next poll
+    key_file.write_text("rotated-key\n")
+    _, status = _split_named(await HttpProbe(cfg, name="api", timeout_s=3).collect())
+    assert status["status"] == "down" and web.site.seen[-1][1]["X-Api-Key"] == "rotated-key"
+    assert "rotated-key" not in status["error"]
+    # a variable gone at poll time: down, naming the variable
+    monkeypatch.delenv("NW_T_PORTAL_AUTH")
+    _, status = _split_named(await HttpProbe(cfg, name="api", timeout_s=3).collect())
+    assert status["status"] == "down" and "NW_T_PORTAL_AUTH is not set" in status["error"]
+
+
+def test_header_sources_are_checked_when_the_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base = {"url": "http://127.0.0.1/"}
+    with pytest.raises(ValidationError, match="NW_T_UNSET"):
+        HttpConfig.model_validate({**base, "headers_env": {"Authorization": "NW_T_UNSET"}})
+    with pytest.raises(ValidationError, match="does not exist"):
+        HttpConfig.model_validate({**base, "headers_file": {"Authorization": str(tmp_path / "nope")}})
+    monkeypatch.setenv("NW_T_SET", "x")
+    with pytest.raises(ValidationError, match="both headers and headers_env"):
+        HttpConfig.model_validate(
+            {**base, "headers": {"authorization": "a"}, "headers_env": {"Authorization": "NW_T_SET"}}
+        )
+    # an inline value, the URL's password and the body never show in a repr (nor does a bad URL in its error)
+    cfg = HttpConfig.model_validate(
+        {"url": f"https://u:{PASSWORD}@portal.example/", "headers": {"Authorization": BEARER}, "body": "pw=hunter22"}
+    )
+    assert PASSWORD not in repr(cfg) and BEARER not in repr(cfg) and "hunter22" not in repr(cfg)
+    with pytest.raises(ValidationError) as e:
+        HttpConfig.model_validate({"url": f"ftp://u:{PASSWORD}@portal.example/"})
+    assert PASSWORD not in e.value.errors()[0]["msg"]  # the message config errors print (problems_from)
+
+
+def test_redact_url_rule() -> None:
+    from probes.http.config import redact_url
+
+    assert redact_url("https://a:b@h.example:8443/p?x=1") == "https://h.example:8443/p?x=1"
+    assert (
+        redact_url("https://h/?Token=1&SIGNATURE=2&api_key=3&pwd=4&q=5")
+        == "https://h/?Token=***&SIGNATURE=***&api_key=***&pwd=***&q=5"
+    )
+    assert redact_url("https://h/path") == "https://h/path" and redact_url("not a url") == "not a url"
+
+
+def _split_named(samples: list[Sample]) -> tuple[dict[str, Any], dict[str, Any]]:
+    status = next(s for s in samples if s.measurement == "probe_status")
+    data = next((s for s in samples if s.measurement == "http"), None)
+    return (dict(data.fields) if data else {}), dict(status.fields)
