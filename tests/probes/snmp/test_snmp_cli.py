@@ -295,3 +295,23 @@ def test_device_text_is_printed_literally(snmpsim: SimAgent, cmd: str) -> None:
     assert HOSTILE_TEXT in text
     if cmd != "poll":
         assert "room [link=https://evil.example]B2[/link]" in text
+
+
+def test_no_public_default_anywhere() -> None:
+    from pydantic import ValidationError
+
+    from agent import config as agent_config
+    from probes.snmp.config import SnmpConfig
+    from probes.snmp.traps_config import TrapConfig
+
+    with pytest.raises(ValidationError, match="SNMP v2c needs community, community_env or community_file"):
+        SnmpConfig.model_validate({"host": "127.0.0.1"})
+    with pytest.raises(ValidationError, match="no credentials"):
+        TrapConfig.model_validate({"port": 1162})
+    assert SnmpConfig.model_fields["community"].default is None
+    assert TrapConfig.model_fields["communities"].default_factory() == []  # type: ignore[misc,call-arg]
+    # the example agent config polls and receives with communities from files, and lists its trap sources
+    cfg = agent_config.load(ROOT / "configs" / "agent.example.yaml", check_files=False)
+    snmp = {e.kind: e.config for e in cfg.probes if e.kind.startswith("snmp")}
+    assert snmp["snmp"].community_file is not None and snmp["snmp_traps"].devices  # type: ignore[attr-defined]
+    assert "public" not in (ROOT / "probes" / "snmp" / "sample.yaml").read_text()
