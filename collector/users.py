@@ -331,8 +331,7 @@ class UserDB:
         self.policy = policy
         self._clock = clock
         self._ph = password_hasher or hasher()
-        # unknown users are checked against this, so they cost as much time as known ones
-        self._dummy = self._ph.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -340,6 +339,14 @@ class UserDB:
         self._db.execute("PRAGMA secure_delete=ON")  # dropped hashes are overwritten, not left in free pages
         self._db.executescript(_SCHEMA)
         private_file(self.path)  # the WAL and shared-memory files just made
+
+    @property
+    def _dummy(self) -> str:
+        # unknown users are checked against this, so they cost as much time as known ones (made on
+        # first need: a CLI listing users should not pay for a hash)
+        if self._dummy_hash is None:
+            self._dummy_hash = self._ph.hash(secrets.token_urlsafe(16))
+        return self._dummy_hash
 
     def close(self) -> None:
         with self._lock:
