@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from probes import registry
-from probes.base import ByteSize, Duration, Listener, LocalPath, ProbeConfig, validation_context
+from probes.base import ByteSize, Duration, ExistingFile, Listener, LocalPath, ProbeConfig, validation_context
 from probes.configfile import ConfigError, Problem, StrictModel, problems_from, read_yaml, validate
 from probes.entry import split_entry
 from protocol.ids import ID_PATTERN
@@ -53,6 +53,39 @@ class Scheduler(StrictModel):
     default_timeout: Duration = 10.0
 
 
+class WriteAllow(StrictModel):
+    """One device on which the centre may change something, and exactly what."""
+
+    #: the name of an snmp or modbus entry in this file
+    device: str = Field(min_length=1)
+    #: snmp: ``ifAdminStatus`` (optionally ``ifAdminStatus.IFINDEX``); modbus: register map point names
+    objects: tuple[str, ...] = Field(min_length=1)
+
+
+class Control(StrictModel):
+    """Control from the centre — written on the node, never pushed: which key the centre signs with,
+    whether its commands run, and which device changes it may make (none unless listed here)."""
+
+    #: the centre's public key (base64, 44 characters), inline or in a file (``centre.key.pub``)
+    centre_key: str | None = None
+    centre_key_file: ExistingFile | None = None
+    #: run the centre's read-only commands (ping, tcp, http, snmp get/walk/poll, modbus read, status)
+    commands: bool = True
+    allow_write: tuple[WriteAllow, ...] = ()
+    #: a command runs at most this long
+    command_timeout: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Control:
+        if (self.centre_key is None) == (self.centre_key_file is None):
+            raise ValueError("give the centre's public key: centre_key or centre_key_file (one of them)")
+        return self
+
+
+#: the sections of an agent config the centre may push; the rest stays as written on the node
+PUSHABLE = ("probes", "publish", "scheduler")
+
+
 class AgentFile(StrictModel):
     """The file's shape; ``probes`` entries are checked separately against each probe's model."""
 
@@ -61,6 +94,7 @@ class AgentFile(StrictModel):
     spool: Spool = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     publish: Publish = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     scheduler: Scheduler = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    control: Control | None = None
     probes: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("probes", mode="before")
@@ -102,12 +136,19 @@ class AgentConfig:
     publish: Publish
     scheduler: Scheduler
     probes: list[ProbeEntry] = field(default_factory=list)
+    control: Control | None = None
+    #: the version of the centre's config in force (0: only what is written on the node)
+    pushed_version: int = 0
 
 
 def _default_name(kind: str, own: dict[str, Any], index: int) -> str:
     for key in ("url", "host", "target"):
         if isinstance(own.get(key), str):
             port = own.get("port")
+            if key == "url":
+                from probes.http.config import redact_url  # an unnamed probe must not be named by its password
+
+                return redact_url(own[key])
             return f"{own[key]}:{port}" if key == "host" and port is not None else own[key]
     return kind if index == 0 else f"{kind}-{index}"
 
@@ -168,7 +209,30 @@ def parse_entry(
 def load(path: str | Path, *, check_files: bool = True) -> AgentConfig:
     """Read and validate an agent config file; raise ConfigError listing every problem."""
     p = Path(path)
-    doc = read_yaml(p)
+    return from_doc(read_yaml(p), p, check_files=check_files)
+
+
+def with_pushed(local: AgentConfig, pushed: dict[str, Any], version: int) -> AgentConfig:
+    """The node's own file with the sections the centre pushed in place of its own; ConfigError
+    (naming ``<pushed vN>``) when the pushed document is not a valid config here."""
+    where = Path(f"{local.path} + pushed v{version}")
+    extra = sorted(set(pushed) - set(PUSHABLE))
+    if extra:
+        raise ConfigError(
+            where,
+            [Problem(k, "the centre may not set this section", f"push only {', '.join(PUSHABLE)}") for k in extra],
+        )
+    doc = read_yaml(local.path)
+    doc.update(pushed)
+    cfg = from_doc(doc, local.path)
+    if cfg.mqtt != local.mqtt or cfg.agent != local.agent or cfg.control != local.control:
+        raise ConfigError(where, [Problem("", "the local file changed under the agent", "restart the agent")])
+    return AgentConfig(
+        cfg.path, cfg.agent, cfg.mqtt, cfg.spool, cfg.publish, cfg.scheduler, cfg.probes, cfg.control, version
+    )
+
+
+def from_doc(doc: dict[str, Any], p: Path, *, check_files: bool = True) -> AgentConfig:
     ctx = validation_context(p, check_files=check_files)
     base: AgentFile = validate(AgentFile, doc, p, context=ctx)
     problems: list[Problem] = []
@@ -193,4 +257,4 @@ def load(path: str | Path, *, check_files: bool = True) -> AgentConfig:
         entries.append(entry)
     if problems:
         raise ConfigError(p, problems)
-    return AgentConfig(p, base.agent, base.mqtt, base.spool, base.publish, base.scheduler, entries)
+    return AgentConfig(p, base.agent, base.mqtt, base.spool, base.publish, base.scheduler, entries, base.control)

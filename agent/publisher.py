@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -51,6 +52,10 @@ class Publisher:
         self.connects = 0
         self.disconnects = 0
         self.last_latency_ms: float | None = None
+        #: set by the runner when control from the centre is on: (kind, payload) of config/cmd messages
+        self.on_control: Callable[[str, bytes], None] | None = None
+        self.config_error = ""
+        self.control_key = ""
 
         m = cfg.mqtt
         client_id = m.client_id or f"netwatch-agent-{cfg.agent.id}"
@@ -60,6 +65,7 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
 
     # -- status -------------------------------------------------------------------------
     def _status_payload(self, state: State) -> bytes:
@@ -71,7 +77,18 @@ class Publisher:
             config_version=self.config_version,
             capabilities=tuple(self.capabilities),
             time_ns=time.time_ns(),
+            config_error=self.config_error,
+            control_key=self.control_key,
         ).encode()
+
+    def publish_status(self) -> None:
+        """Tell the centre again (the applied config version or why one was refused changed)."""
+        if self.connected:
+            self.client.publish(self.topics["status"], self._status_payload("online"), qos=1, retain=True)
+
+    def publish_result(self, payload: bytes) -> None:
+        """A command's result on ``cmd/result``; paho keeps it while the link is down."""
+        self.client.publish(self.topics["cmd/result"], payload, qos=1)
 
     # -- paho callbacks (network thread) -> hop onto the asyncio loop ------------------
     def _call(self, fn: Any, *args: Any) -> None:
@@ -83,10 +100,21 @@ class Publisher:
             self._call(self._note_failure, f"broker refused the connection: {reason}")
             return
         client.publish(self.topics["status"], self._status_payload("online"), qos=1, retain=True)
+        if self.on_control is not None:
+            # QoS 1: a command sent while the link was down waits at the broker... for this session only
+            client.subscribe([(self.topics["config"], 1), (self.topics["cmd"], 1)])
         self._call(self._connected)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._call(self._disconnected, str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        handler = self.on_control
+        if handler is None:
+            return
+        kind = "config" if msg.topic == self.topics["config"] else "cmd" if msg.topic == self.topics["cmd"] else None
+        if kind is not None:
+            self._call(handler, kind, bytes(msg.payload))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._call(self._acked, mid)

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import orjson
 
 from agent.config import AgentConfig
+from agent.control import AgentControl, startup_config
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
@@ -36,6 +37,8 @@ def config_version(cfg: AgentConfig) -> str:
 
 class Agent:
     def __init__(self, cfg: AgentConfig, *, tee: Path | None = None) -> None:
+        # the node's file, plus the last good config the centre pushed (when control is on)
+        cfg = startup_config(cfg)
         self.cfg = cfg
         # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
         self._tee: BinaryIO | None = open(private_file(tee, sqlite=False), "ab") if tee is not None else None  # noqa: SIM115
@@ -54,6 +57,33 @@ class Agent:
         self.publisher = Publisher(cfg, self.spool, config_version=config_version(cfg), capabilities=kinds)
         self._buffer: list[Sample] = []
         self.samples_spooled = 0
+        self.control: AgentControl | None = None
+        if cfg.control is not None:
+            self.control = AgentControl(cfg, self._apply, self.publisher.publish_result, self._control_status)
+            self.publisher.on_control = self._on_control
+            self._control_status(publish=False)
+
+    def _on_control(self, kind: str, payload: bytes) -> None:
+        assert self.control is not None
+        if kind == "config":
+            asyncio.get_running_loop().create_task(self.control.on_config(payload))
+        else:
+            self.control.on_command(payload)
+
+    def _control_status(self, publish: bool = True) -> None:
+        c = self.control
+        assert c is not None
+        p = self.publisher
+        p.config_version = f"v{c.applied_version}" if c.applied_version else config_version(self.cfg)
+        p.config_error, p.control_key = c.error, c.key_id
+        if publish:
+            p.publish_status()
+
+    async def _apply(self, new: AgentConfig) -> None:
+        """Run ``new`` from now on; the scheduler keeps unchanged probes running."""
+        started, stopped, kept = await self.scheduler.apply(new.probes)
+        self.cfg = new
+        log.info("config v%d: %d probes started, %d stopped, %d unchanged", new.pushed_version, started, stopped, kept)
 
     def _collected(self, samples: list[Sample]) -> None:
         events = [s for s in samples if s.measurement == EVENT]
@@ -161,6 +191,8 @@ class Agent:
                     st.depth,
                     self.spool.path,
                 )
+            if self.control is not None:
+                await self.control.close()
             self.publisher.stop()
             self.spool.close()
             if self._tee is not None:

@@ -36,6 +36,9 @@ def build_listener(entry: ProbeEntry) -> Listener:
     return cls(entry.config, name=entry.name)
 
 
+Key = tuple[str, str]  # (kind, name): a probe's identity across config changes
+
+
 class Scheduler:
     def __init__(
         self,
@@ -55,7 +58,9 @@ class Scheduler:
         # Extra tags lose to the probe's own; site/agent always win (the collector relies on them).
         self._tags = dict(tags or {})
         self._identity = dict(identity_tags or {})
-        self._last_status: dict[int, str] = {}
+        self._last_status: dict[Key, str] = {}
+        self._tasks: dict[Key, tuple[ProbeEntry, asyncio.Task[None]]] = {}
+        self._stop: asyncio.Event | None = None
         self.runs = 0
         self.overruns = 0
 
@@ -72,7 +77,9 @@ class Scheduler:
 
     async def run_probe(self, idx: int) -> list[Sample]:
         """One collect of probe ``idx``, bounded by its timeout; failures become data."""
-        entry, probe = self.entries[idx], self.probes[idx]
+        return await self._collect(self.entries[idx], self.probes[idx])
+
+    async def _collect(self, entry: ProbeEntry, probe: Probe) -> list[Sample]:
         async with self._sem:
             t0 = time.perf_counter()
             try:
@@ -99,18 +106,18 @@ class Scheduler:
                     )
                 ]
         self.runs += 1
-        self._note_status(idx, samples)
+        self._note_status(entry, samples)
         return self._tag(entry, samples)
 
-    def _note_status(self, idx: int, samples: list[Sample]) -> None:
+    def _note_status(self, entry: ProbeEntry, samples: list[Sample]) -> None:
         """Log the first failure and the recovery, not every poll."""
         st = next((s for s in samples if s.measurement == PROBE_STATUS), None)
         if st is None:
             return
         status = str(st.fields.get("status", "ok"))
-        before = self._last_status.get(idx, "ok")
-        self._last_status[idx] = status
-        entry = self.entries[idx]
+        key = (entry.kind, entry.name)
+        before = self._last_status.get(key, "ok")
+        self._last_status[key] = status
         if status != "ok" and before == "ok":
             log.warning("%s %s is %s: %s", entry.kind, entry.name, status, st.fields.get("error", ""))
         elif status == "ok" and before != "ok":
@@ -120,37 +127,46 @@ class Scheduler:
         results = await asyncio.gather(*(self.run_probe(i) for i in range(len(self.probes))))
         return [s for r in results for s in r]
 
-    async def _loop(self, idx: int, stop: asyncio.Event) -> None:
-        entry = self.entries[idx]
+    async def _loop(self, entry: ProbeEntry, probe: Probe, stop: asyncio.Event) -> None:
         delay = random.uniform(0, entry.jitter_s) if entry.jitter_s > 0 else 0.0
         next_due = time.monotonic() + delay
-        while not stop.is_set():
-            wait = next_due - time.monotonic()
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), wait)
-                    return
-                except TimeoutError:
-                    pass
-            samples = await self.run_probe(idx)
-            self._sink(samples)
-            next_due += entry.interval_s
-            now = time.monotonic()
-            if next_due < now:  # the run overran its interval: skip missed slots, keep the phase
-                missed = int((now - next_due) // entry.interval_s) + 1
-                self.overruns += missed
-                next_due += missed * entry.interval_s
+        try:
+            while not stop.is_set():
+                wait = next_due - time.monotonic()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), wait)
+                        return
+                    except TimeoutError:
+                        pass
+                samples = await self._collect(entry, probe)
+                self._sink(samples)
+                next_due += entry.interval_s
+                now = time.monotonic()
+                if next_due < now:  # the run overran its interval: skip missed slots, keep the phase
+                    missed = int((now - next_due) // entry.interval_s) + 1
+                    self.overruns += missed
+                    next_due += missed * entry.interval_s
+        finally:
+            try:
+                await probe.aclose()
+            except Exception:  # closing is best effort
+                log.debug("closing %s failed", probe.name, exc_info=True)
 
-    async def _listen(self, idx: int, stop: asyncio.Event) -> None:
-        entry, listener = self.listener_entries[idx], self.listeners[idx]
-
+    async def _listen(self, entry: ProbeEntry, listener: Listener, stop: asyncio.Event) -> None:
         def emit(samples: list[Sample]) -> None:
             self._sink(self._tag(entry, samples))
 
         while not stop.is_set():
             task = asyncio.create_task(listener.run(emit))
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                task.cancel()
+                stopped.cancel()
+                await asyncio.gather(task, stopped, return_exceptions=True)
+                raise
             if stop.is_set():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -167,15 +183,57 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LISTENER_RESTART_S)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        try:
-            await asyncio.gather(
-                *(self._loop(i, stop) for i in range(len(self.probes))),
-                *(self._listen(i, stop) for i in range(len(self.listeners))),
-            )
-        finally:
-            for p in self.probes:
+    def _start(self, entry: ProbeEntry, stop: asyncio.Event) -> None:
+        key = (entry.kind, entry.name)
+        if entry.listener:
+            coro = self._listen(entry, build_listener(entry), stop)
+        else:
+            coro = self._loop(entry, build_probe(entry), stop)
+        self._tasks[key] = (entry, asyncio.create_task(coro, name=f"probe {entry.kind} {entry.name}"))
+
+    async def apply(self, entries: Sequence[ProbeEntry]) -> tuple[int, int, int]:
+        """Run ``entries`` from now on: probes whose entry is unchanged keep running (no restart,
+        no lost phase), changed ones restart, removed ones stop. Returns (started, stopped, kept).
+        Every probe is built before anything stops, so a probe that cannot be built leaves the
+        running set as it was (ValueError)."""
+        stop = self._stop
+        if stop is None:
+            raise RuntimeError("apply() needs a running scheduler")
+        wanted = {(e.kind, e.name): e for e in entries}
+        for e in wanted.values():
+            if (e.kind, e.name) not in self._tasks or self._tasks[(e.kind, e.name)][0] != e:
                 try:
-                    await p.aclose()
-                except Exception:  # closing is best effort
-                    log.debug("closing %s failed", p.name, exc_info=True)
+                    (build_listener if e.listener else build_probe)(e)
+                except Exception as err:
+                    raise ValueError(f"{e.kind} {e.name}: cannot start: {type(err).__name__}: {err}") from err
+        stopped = 0
+        for key in list(self._tasks):
+            entry, task = self._tasks[key]
+            if wanted.get(key) != entry:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                del self._tasks[key]
+                self._last_status.pop(key, None)
+                stopped += 1
+        started = 0
+        for key, e in wanted.items():
+            if key not in self._tasks:
+                self._start(e, stop)
+                started += 1
+        self.entries = [e for e in entries if not e.listener]
+        self.listener_entries = [e for e in entries if e.listener]
+        return started, stopped, len(wanted) - started
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        for e, p in zip(self.entries, self.probes, strict=True):
+            self._tasks[(e.kind, e.name)] = (e, asyncio.create_task(self._loop(e, p, stop)))
+        for e, listener in zip(self.listener_entries, self.listeners, strict=True):
+            self._tasks[(e.kind, e.name)] = (e, asyncio.create_task(self._listen(e, listener, stop)))
+        try:
+            await stop.wait()
+        finally:
+            tasks = [t for _, t in self._tasks.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.clear()
+            self._stop = None

@@ -304,6 +304,18 @@ def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
 from collector.cli_alerts import alerts_app, rules_app  # noqa: E402 - after app is defined
 
 app.add_typer(alerts_app, name="alerts")
+# Control of the agents (collector/cli_control.py): config diff|push, exec, keys
+from collector.cli_control import config_app, exec_, keys_app  # noqa: E402 - after app is defined
+
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+from collector.cli_users import users_app  # noqa: E402 - after app is defined
+
+app.add_typer(users_app, name="users")
+from collector.cli_audit import audit_app  # noqa: E402 - after app is defined
+
+app.add_typer(audit_app, name="audit")
+app.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
 app.add_typer(rules_app, name="rules")
 
 

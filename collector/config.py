@@ -121,6 +121,16 @@ class IdentitySection(StrictModel):
     topology: ExistingFile | None = None
 
 
+class ControlSection(StrictModel):
+    #: the folder of desired agent configs (``<agent>.yaml``, with ``include:`` for shared parts)
+    configs: LocalPath | None = None
+    #: the centre's Ed25519 signing key (created on first use); default ``<data_dir>/keys/centre.key``
+    key_file: LocalPath | None = None
+    #: the broker account the control commands use (with ``use_username_as_clientid`` it must not
+    #: be the collector's own, or a push would knock the running collector off); default: ``mqtt``
+    mqtt: Mqtt | None = None
+
+
 class Api(StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -139,6 +149,7 @@ class CollectorFile(StrictModel):
     limits: Limits = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     api: Api = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     identity: IdentitySection = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
+    control: ControlSection = Field(default_factory=dict)  # type: ignore[assignment]  # validated, in context
     #: rules, topology and notification channels (collector/alerting); leave out for none
     alerting: dict[str, Any] | None = None
 
@@ -157,6 +168,7 @@ class CollectorConfig:
     alerting: AlertingConfig | None = None
     #: the registry of agents and sites; None: open (sites from the agents)
     topology: Path | None = None
+    control: ControlSection = ControlSection()
 
     @property
     def data_dir(self) -> Path:
@@ -206,4 +218,6 @@ def load(path: str | Path | None, *, check_files: bool = True) -> CollectorConfi
         except ValidationError as e:
             raise ConfigError(p or "<defaults>", problems_from(e, AlertingConfig, prefix=("alerting",))) from None
     topology = f.identity.topology or (alerting.topology if alerting is not None else None)
-    return CollectorConfig(p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api, alerting, topology)
+    return CollectorConfig(
+        p, ident, mqtt, embedded, sqlite, f.storage.influxdb, f.limits, f.api, alerting, topology, f.control
+    )

@@ -8,6 +8,7 @@ stored (``commit``), which the pipeline calls only after the store stage has the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter, OrderedDict
@@ -229,7 +230,7 @@ class Ingest:
             self._refuse("over_quota", t.agent, "more than limits.agent_bytes_per_s / agent_messages_per_s")
             return None
         if t.kind == "status":
-            return self._status(t, payload)
+            return self._status(t, payload, identity)
         if t.kind not in ("metrics", "events"):
             return None  # cmd/result: with remote control
         try:
@@ -302,7 +303,7 @@ class Ingest:
         )
         return envelope.Envelope(env.agent, env.site, env.seq, env.sent_ns, keep, env.dropped, env.overridden)
 
-    def _status(self, t: Topic, payload: bytes) -> StatusUpdate | None:
+    def _status(self, t: Topic, payload: bytes, identity: Mapping[str, str]) -> StatusUpdate | None:
         if not payload:
             return None  # a retained status being cleared
         try:
@@ -310,5 +311,7 @@ class Ingest:
         except envelope.WireError as e:
             self._refuse(e.reason, t.agent, e.detail)
             return None
+        if identity.get("site"):
+            status = dataclasses.replace(status, site=identity["site"])  # the centre's word, not the agent's
         self.counters.inc("status_messages")
         return StatusUpdate(t.agent, status)

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS agents (
     dropped_samples INTEGER,
     draining INTEGER,
     identity_overridden INTEGER NOT NULL DEFAULT 0,
-    over_quota INTEGER NOT NULL DEFAULT 0
+    over_quota INTEGER NOT NULL DEFAULT 0,
+    config_error TEXT NOT NULL DEFAULT '',
+    control_key TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS seen (
     agent TEXT NOT NULL,
@@ -62,6 +64,15 @@ CREATE TABLE IF NOT EXISTS admitted (
     admitted_ns INTEGER NOT NULL,
     comment TEXT NOT NULL DEFAULT ''
 );
+-- what the centre pushed to each agent, newest version last
+CREATE TABLE IF NOT EXISTS pushed (
+    agent TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    pushed_ns INTEGER NOT NULL,
+    PRIMARY KEY (agent, version)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -89,11 +100,15 @@ AGENT_COLUMNS = (
     "draining",
     "identity_overridden",
     "over_quota",
+    "config_error",
+    "control_key",
 )
 #: columns added after the first release, and how to add them to an older state.db
 _ADDED_COLUMNS = {
     "identity_overridden": "INTEGER NOT NULL DEFAULT 0",
     "over_quota": "INTEGER NOT NULL DEFAULT 0",
+    "config_error": "TEXT NOT NULL DEFAULT ''",
+    "control_key": "TEXT NOT NULL DEFAULT ''",
 }
 
 
@@ -123,13 +138,16 @@ class StateDB:
     def record_status(self, agent: str, status: Status, now_ns: int | None = None) -> None:
         now = now_ns or time.time_ns()
         self._db.execute(
-            """INSERT INTO agents(id, site, first_seen_ns, last_seen_ns, status, status_ns, version, config_version, capabilities)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO agents(id, site, first_seen_ns, last_seen_ns, status, status_ns, version, config_version,
+                                  capabilities, config_error, control_key)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO UPDATE SET status = excluded.status, status_ns = excluded.status_ns,
                  site = CASE WHEN excluded.site != '' THEN excluded.site ELSE site END,
                  version = CASE WHEN excluded.version != '' THEN excluded.version ELSE version END,
                  config_version = CASE WHEN excluded.config_version != '' THEN excluded.config_version ELSE config_version END,
-                 capabilities = excluded.capabilities""",
+                 capabilities = excluded.capabilities,
+                 config_error = CASE WHEN excluded.status = 'online' THEN excluded.config_error ELSE config_error END,
+                 control_key = CASE WHEN excluded.control_key != '' THEN excluded.control_key ELSE control_key END""",
             (
                 agent,
                 status.site[:64],
@@ -140,6 +158,8 @@ class StateDB:
                 status.version[:32],
                 status.config_version[:64],
                 orjson.dumps([c[:32] for c in status.capabilities[:32]]).decode(),
+                status.config_error[:1000],
+                status.control_key[:32],
             ),
         )
 
@@ -168,7 +188,7 @@ class StateDB:
         self._db.execute("UPDATE agents SET duplicates = duplicates + ? WHERE id = ?", (n, agent))
 
     def add_to_agent(self, column: str, agent: str, n: int) -> None:
-        if column not in _ADDED_COLUMNS and column != "duplicates":
+        if column not in ("identity_overridden", "over_quota", "duplicates"):
             raise ValueError(f"no counter column {column!r}")
         self._db.execute(f"UPDATE agents SET {column} = {column} + ? WHERE id = ?", (n, agent))
 
@@ -208,6 +228,19 @@ class StateDB:
 
     def had_session(self) -> bool:
         return self._db.execute("SELECT 1 FROM counters WHERE name = '_mqtt_session'").fetchone() is not None
+
+    def last_pushed(self, agent: str) -> tuple[int, str | None]:
+        """The newest version pushed to ``agent`` and its document (JSON), or (0, None)."""
+        row = self._db.execute(
+            "SELECT version, doc FROM pushed WHERE agent = ? ORDER BY version DESC LIMIT 1", (agent,)
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, None)
+
+    def record_push(self, agent: str, version: int, doc: str, issuer: str) -> None:
+        self._db.execute(
+            "INSERT INTO pushed(agent, version, doc, issuer, pushed_ns) VALUES (?, ?, ?, ?, ?)",
+            (agent, version, doc, issuer, time.time_ns()),
+        )
 
     def admitted(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT id, site FROM admitted").fetchall())

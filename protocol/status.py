@@ -33,6 +33,10 @@ class Status:
     config_version: str = ""
     capabilities: tuple[str, ...] = field(default_factory=tuple)
     time_ns: int = 0
+    #: why the last config from the centre was refused ("" when the last one applied)
+    config_error: str = ""
+    #: the id of the centre key the agent trusts now ("" when control is off)
+    control_key: str = ""
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -44,13 +48,15 @@ class Status:
                 "config_version": self.config_version,
                 "capabilities": list(self.capabilities),
                 "time": self.time_ns or time.time_ns(),
+                "config_error": self.config_error,
+                "control_key": self.control_key,
             }
         )
 
 
-def _text(doc: dict[str, object], key: str) -> str:
+def _text(doc: dict[str, object], key: str, limit: int = _MAX_TEXT) -> str:
     v = doc.get(key, "")
-    return v[:_MAX_TEXT] if isinstance(v, str) else ""
+    return v[:limit] if isinstance(v, str) else ""
 
 
 def decode_status(payload: bytes, *, topic_agent: str) -> Status:
@@ -79,4 +85,6 @@ def decode_status(payload: bytes, *, topic_agent: str) -> Status:
         config_version=_text(doc, "config_version"),
         capabilities=capabilities,
         time_ns=t if isinstance(t, int) and not isinstance(t, bool) else 0,
+        config_error=_text(doc, "config_error", 1000),
+        control_key=_text(doc, "control_key"),
     )
