@@ -229,6 +229,20 @@ def agents_admit(
         st.admit(agent, site, comment)
     finally:
         st.close()
+    from collector.control import open_audit
+
+    audit = open_audit(cfg)
+    try:
+        audit.record(
+            f"{os.environ.get('USER', 'local')}@cli",
+            "agent_admitted",
+            agent,
+            "ok",
+            "cli",
+            {"site": site, "comment": comment},
+        )
+    finally:
+        audit.close()
     console().print(f"admitted {lit(agent)} at site {lit(site)} / 已接纳")
 
 

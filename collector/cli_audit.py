@@ -81,6 +81,8 @@ def _trusted_keys(centre_key: Path, extra: list[Path]) -> list[PublicKey]:
                 f"[yellow]no public key at {lit(pub)}[/yellow]: checkpoints cannot be checked — pass --key FILE"
                 f" / 找不到公钥，请用 --key 指定"
             )
+        # the centre's earlier keys, kept by `keys rotate --finish`: their checkpoints stay valid
+        keys += [PublicKey.load(p) for p in sorted(centre_key.parent.glob(centre_key.name + ".retired-*.pub"))]
         keys += [PublicKey.load(p) for p in extra]
     except KeyFileError as e:
         console().print(f"[red]key error[/red] / 密钥错误: {lit(e)}")

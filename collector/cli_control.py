@@ -12,7 +12,7 @@ import orjson
 import typer
 
 from collector import config as collector_config
-from collector.control import Controller, Progress, desired, diff, key_path, next_key_path
+from collector.control import Controller, Progress, desired, diff, key_path, next_key_path, open_audit
 from probes.configfile import ConfigError
 from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console, lit, print_json_lines
 from protocol.signing import SigningKey
@@ -127,6 +127,12 @@ def config_push(
             ctl.close()
     finally:
         st.close()
+    audit = open_audit(cfg)
+    try:
+        for p in result:
+            audit.record(issuer, "config_push", p.agent, p.state, "cli", {"version": p.version, "detail": p.detail})
+    finally:
+        audit.close()
     if json:
         print_json_lines(
             [{"agent": p.agent, "version": p.version, "state": p.state, "detail": p.detail} for p in result]
@@ -184,6 +190,18 @@ def exec_(
         r = ctl.run(agent, argv, timeout_s=timeout)
     finally:
         ctl.close()
+    audit = open_audit(cfg)
+    try:
+        audit.record(
+            ctl.issuer,
+            "command",
+            agent,
+            r.status if r is not None else "no_answer",
+            "cli",
+            {"argv": argv, "exit_code": r.exit_code if r else None, "reason": r.reason if r else ""},
+        )
+    finally:
+        audit.close()
     if r is None:
         console().print(f"[red]no answer from {lit(agent)} in {timeout + 10:g}s[/red] / 无应答")
         raise typer.Exit(EXIT_RUNTIME)
@@ -201,6 +219,16 @@ def exec_(
     raise typer.Exit(
         r.exit_code if r.status in ("ok", "failed") else (EXIT_USAGE if r.status == "refused" else EXIT_RUNTIME)
     )
+
+
+def _audit_key(
+    cfg: collector_config.CollectorConfig, action: str, key: str, detail: dict[str, str] | None = None
+) -> None:
+    audit = open_audit(cfg)
+    try:
+        audit.record(_issuer(), action, key, "ok", "cli", detail)
+    finally:
+        audit.close()
 
 
 @keys_app.command("show")
@@ -234,13 +262,16 @@ def keys_rotate(
         SigningKey.load_or_create(cur)
         k = SigningKey.generate()
         k.save(nxt)
+        _audit_key(cfg, "key_rotation_started", k.id)
         console().print(f"next key {k.id} created; push to every agent, then `keys rotate --finish`")
         return
     if not nxt.exists():
         console().print("[red]no rotation under way (run `keys rotate` first)[/red]")
         raise typer.Exit(EXIT_USAGE)
     old = SigningKey.load(cur)
-    cur.with_name(cur.name + f".retired-{old.id}").write_bytes(cur.read_bytes())
+    # kept: the audit log's checkpoints signed with it still verify (collector/cli_audit.py)
+    old.save(cur.with_name(cur.name + f".retired-{old.id}"))
     nxt.replace(cur)
     Path(str(nxt) + ".pub").replace(Path(str(cur) + ".pub"))
+    _audit_key(cfg, "key_rotated", SigningKey.load(cur).id, {"retired": old.id})
     console().print(f"signing with {SigningKey.load(cur).id} now; {old.id} retired")

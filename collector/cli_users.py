@@ -14,12 +14,12 @@ import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from collector import config as collector_config
-from collector.users import ROLES, LocalAdmin, Refused, User, UserDB
+from collector.users import ROLES, Event, LocalAdmin, Refused, User, UserDB
 from probes.base import parse_duration
 from probes.configfile import ConfigError
 from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console, lit, print_json_lines
@@ -53,7 +53,49 @@ def _path(config: Path | None) -> Path:
     return cfg.data_dir / "users.db"
 
 
+class _Audited:
+    """The user database with every change, and every refused one, written to the audit log."""
+
+    def __init__(self, db: UserDB, audit: Any) -> None:
+        self._db = db
+        self._audit = audit
+
+    def _record(self, ev: Event) -> None:
+        self._audit.record(
+            ev.actor, ev.action, ev.target, ev.result, ev.source or "cli", {"reason": ev.reason} if ev.reason else None
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._db, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            try:
+                out = attr(*args, **kw)
+            except Refused as e:
+                self._record(e.event)
+                raise
+            ev = out if isinstance(out, Event) else getattr(out, "event", None)
+            if isinstance(ev, Event):
+                self._record(ev)
+            return out
+
+        return call
+
+    def close(self) -> None:
+        self._db.close()
+        self._audit.close()
+
+
 def _open(config: Path | None, *, create: bool = True) -> UserDB:
+    db = _open_plain(config, create=create)
+    from collector.control import open_audit
+
+    return _Audited(db, open_audit(collector_config.load(config)))  # type: ignore[return-value]  # same interface
+
+
+def _open_plain(config: Path | None, *, create: bool = True) -> UserDB:
     path = _path(config)
     if not create and not path.exists():
         console().print(

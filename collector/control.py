@@ -23,6 +23,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import yaml
 
+from collector.audit import AuditLog
 from collector.config import CollectorConfig
 from probes.configfile import ConfigError, Problem, read_yaml
 from protocol.control import ConfigPush, Result, new_command, sign_command, sign_config
@@ -36,6 +37,11 @@ PUSHABLE = ("probes", "publish", "scheduler")
 
 def key_path(cfg: CollectorConfig) -> Path:
     return cfg.control.key_file if cfg.control.key_file is not None else cfg.data_dir / "keys" / "centre.key"
+
+
+def open_audit(cfg: CollectorConfig) -> AuditLog:
+    """The centre's audit log (``<data_dir>/audit.db``), signed with the centre's key."""
+    return AuditLog(cfg.data_dir / "audit.db", SigningKey.load_or_create(key_path(cfg)))
 
 
 def next_key_path(cfg: CollectorConfig) -> Path:

@@ -21,6 +21,7 @@ from collector.stats import Counters
 from probes.model import Sample
 from probes.ratelimit import TokenBucket
 from protocol import envelope
+from protocol.control import ControlRefused, Result
 from protocol.status import Status, decode_status
 from protocol.topics import Topic, Topics
 
@@ -85,11 +86,18 @@ class StatusUpdate:
 
 
 @dataclass(slots=True)
+class CommandResult:
+    agent: str
+    result: Result
+
+
+@dataclass(slots=True)
 class Classified:
     """What a group of messages amounts to."""
 
     accepted: list[Accepted] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    results: list[CommandResult] = field(default_factory=list)
 
     @property
     def samples(self) -> list[Sample]:
@@ -210,9 +218,11 @@ class Ingest:
                 out.accepted.append(r)
             elif isinstance(r, StatusUpdate):
                 out.statuses.append(r)
+            elif isinstance(r, CommandResult):
+                out.results.append(r)
         return out
 
-    def handle(self, topic: str, payload: bytes) -> Accepted | StatusUpdate | None:
+    def handle(self, topic: str, payload: bytes) -> Accepted | StatusUpdate | CommandResult | None:
         """Classify one message. Returns what to store or record, or None when refused/duplicate."""
         self.counters.inc("received_messages")
         self.counters.inc("received_bytes", len(payload))
@@ -231,8 +241,14 @@ class Ingest:
             return None
         if t.kind == "status":
             return self._status(t, payload, identity)
+        if t.kind == "cmd/result":
+            try:
+                return CommandResult(t.agent, Result.decode(payload))
+            except ControlRefused as e:
+                self._refuse(e.reason, t.agent, f"command result: {e.detail}")
+                return None
         if t.kind not in ("metrics", "events"):
-            return None  # cmd/result: with remote control
+            return None
         try:
             env = envelope.decode(
                 payload, topic_agent=t.agent, limits=self.limits, identity=identity if identity else None

@@ -16,9 +16,10 @@ import paho.mqtt.client as mqtt
 
 from collector.alerting.stage import AlertHook, AlertStage
 from collector.api import ApiServer, QueryUnsupported
+from collector.audit import AuditLog
 from collector.broker import EmbeddedBroker
 from collector.config import CollectorConfig
-from collector.ingest import Ingest, Quota
+from collector.ingest import Classified, Ingest, Quota
 from collector.inventory import Inventory
 from collector.receive import Receiver
 from collector.registry import Registry
@@ -111,6 +112,15 @@ class Collector:
         for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
             self.ingest.load_seen(agent, seqs)
         self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port) if cfg.embedded else None
+        # The audit log: agents' answers to the centre's control (who did what is the CLI's/API's part).
+        from collector.control import open_audit
+
+        self.audit: AuditLog | None = open_audit(cfg)
+        self._config_seen: dict[str, tuple[str, str]] = {
+            a["id"]: (a["config_version"], a["config_error"])
+            for a in read_agents(cfg.state_path)
+            if a["status"] == "online"
+        }
         self._writer: threading.Thread | None = None
         self._api: ApiServer | None = None
 
@@ -132,6 +142,7 @@ class Collector:
                 self.inventory.record(group.accepted, group.statuses, self.ingest.take_counts())
             except Exception as e:
                 self.counters.stage_error("inventory", e)
+        self._audit(group)
         self.counters.inc("stored_batches", len(group.accepted))
         self.counters.inc("stored_samples", len(samples))
         if self.alerting is not None:
@@ -140,6 +151,39 @@ class Collector:
             self.alerting.submit(samples)
         self.receiver.ack(msgs)
         return True
+
+    def _audit(self, group: Classified) -> None:
+        """Into the audit log: what agents did with the centre's commands and configs."""
+        if self.audit is None or not (group.results or group.statuses):
+            return
+        try:
+            for r in group.results:
+                res = r.result
+                self.audit.record(
+                    r.agent,
+                    "command_result",
+                    res.id,
+                    res.status,
+                    "mqtt",
+                    {"exit_code": res.exit_code, "reason": res.reason},
+                )
+            for st in group.statuses:
+                s = st.status
+                now = (s.config_version, s.config_error)
+                if s.state != "online" or self._config_seen.get(st.agent) == now:
+                    continue
+                before = self._config_seen.get(st.agent)
+                self._config_seen[st.agent] = now
+                if before is None:
+                    continue  # first sight since start: nothing changed that we know of
+                if s.config_error and s.config_error != before[1]:
+                    self.audit.record(
+                        st.agent, "config_refused", s.config_version, "refused", "mqtt", {"error": s.config_error}
+                    )
+                elif s.config_version != before[0]:
+                    self.audit.record(st.agent, "config_applied", s.config_version, "ok", "mqtt")
+        except Exception as e:
+            self.counters.stage_error("audit", e)
 
     def _gather(self) -> list[mqtt.MQTTMessage]:
         first = self.receiver.get(0.2)
@@ -313,5 +357,7 @@ class Collector:
         if self.alerting is not None:
             self.alerting.close()
         self.state.close()
+        if self.audit is not None:
+            self.audit.close()
         if self.broker is not None:
             self.broker.stop()

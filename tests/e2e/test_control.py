@@ -195,6 +195,7 @@ def test_config_push_commands_and_key_rotation(tmp_path: Path, shipped_broker: M
         )  # fmt: skip
         remote = _cli(cfg, "exec", "agent-t1", "--", "snmp", "walk", "--device", "sw1", "1.3.6.1.2.1.1")
         assert local.returncode == 0 and remote.returncode == 0, remote.stdout + remote.stderr
+
         # the same table, row for row — but for sysUpTime, which moved on between the two walks
         def rows(text: str) -> list[str]:
             return [line for line in text.splitlines() if "1.3.6.1.2.1.1.3.0" not in line]
@@ -234,3 +235,12 @@ def test_config_push_commands_and_key_rotation(tmp_path: Path, shipped_broker: M
         for p in agents.values():
             p.stop()
         assert col.stop() == 0, col.tail()
+    # every action and every agent's answer is in the audit log, and the chain holds
+    verify = _cli(cfg, "audit", "--verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    log = _cli(cfg, "audit", "--json")
+    actions = [(r["action"], r["target"], r["result"]) for r in map(orjson.loads, log.stdout.splitlines())]
+    assert ("config_push", "agent-t2", "refused") in actions and ("config_push", "agent-t1", "applied") in actions
+    assert ("config_refused", "", "refused") in [(a, "", r) for a, _, r in actions if a == "config_refused"]
+    assert ("command", "agent-t1", "refused") in actions and ("command", "agent-t1", "ok") in actions
+    assert {"key_rotation_started", "key_rotated", "command_result"} <= {a for a, _, _ in actions}
