@@ -329,6 +329,10 @@ app.add_typer(users_app, name="users")
 from collector.cli_audit import audit_app  # noqa: E402 - after app is defined
 
 app.add_typer(audit_app, name="audit")
+from collector.cli_backup import backup_cmd, restore_cmd  # noqa: E402 - after app is defined
+
+app.command("backup")(backup_cmd)
+app.command("restore")(restore_cmd)
 app.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
 app.add_typer(rules_app, name="rules")
 
