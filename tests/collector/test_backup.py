@@ -59,7 +59,8 @@ def test_backup_restore_round_trip_and_tamper(tmp_path: Path) -> None:
     r = _cli(cfg, "backup", str(archive))
     assert r.returncode == 0, r.stdout + r.stderr
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
-    names = set(tarfile.open(archive).getnames())
+    with tarfile.open(archive) as t:
+        names = set(t.getnames())
     assert {
         "data/state.db",
         "data/audit.db",
