@@ -106,7 +106,9 @@ class Collector:
         if alert_engine is None and cfg.alerting is not None:
             from collector.alerting.engine import AlertEngine
 
-            alert_engine = AlertEngine(cfg.alerting, data_dir=cfg.data_dir)
+            engine = AlertEngine(cfg.alerting, data_dir=cfg.data_dir)
+            engine.on_rules_changed = self._rules_changed
+            alert_engine = engine
         self.alerting = AlertStage(alert_engine, self.counters) if alert_engine is not None else None
         # What was stored before a restart (or a SIGKILL) is not stored again when the broker redelivers it.
         for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
@@ -184,6 +186,10 @@ class Collector:
                     self.audit.record(st.agent, "config_applied", s.config_version, "ok", "mqtt")
         except Exception as e:
             self.counters.stage_error("audit", e)
+
+    def _rules_changed(self, path: str, result: str, detail: str) -> None:
+        if self.audit is not None:
+            self.audit.record("collector", "rules_changed", path, result, "file", {"detail": detail})
 
     def _gather(self) -> list[mqtt.MQTTMessage]:
         first = self.receiver.get(0.2)

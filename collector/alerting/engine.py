@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,8 @@ class AlertEngine:
         self._last_prune = 0.0
         self._restore()
         self.notifier = notifier
+        #: told when the rule file changed (path, ok|refused, detail): the collector's audit log
+        self.on_rules_changed: Callable[[str, str, str], None] | None = None
         if self.notifier is None and start_notifier:
             self.notifier = Notifier(self.store.path, config.channels)
             self.notifier.start()
@@ -96,8 +98,13 @@ class AlertEngine:
             self.agents_offline.discard(agent)
 
     def tick(self, now_ns: int) -> None:
+        error_before = self.watcher.last_error
         if self.watcher.poll():
             self.evaluator.replace_rules(self.watcher.rules)
+            if self.on_rules_changed is not None:
+                self.on_rules_changed(str(self.watcher.path), "ok", f"{len(self.watcher.rules.rules)} rules")
+        elif self.watcher.last_error != error_before and self.watcher.last_error and self.on_rules_changed is not None:
+            self.on_rules_changed(str(self.watcher.path), "refused", self.watcher.last_error[:1000])
         transitions, self._pending = self._pending + self.evaluator.tick(now_ns), []
         # silences and acks are written by the CLI straight into alerts.db: read them every tick
         self._silences = self.store.silences(now_ns)

@@ -3,7 +3,9 @@ settle window, restart without duplicates, silences, acks, maintenance, digests 
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -305,3 +307,17 @@ def test_late_backlog_is_not_paged_and_is_counted(rig: Rig) -> None:
     rig.advance(30, agents=ALL)
     assert rig.engine.firing() == [] and rig.sent == []
     assert rig.engine.stats()["alerting_late_samples"] == len(backlog)
+
+
+def test_rule_file_changes_are_reported_for_the_audit_log(rig: Rig) -> None:
+    seen: list[tuple[str, str, str]] = []
+    rig.engine.on_rules_changed = lambda path, result, detail: seen.append((path, result, detail))
+    rules = rig.tmp / "rules.yaml"
+    rules.write_text(RULES.replace("for: 2s", "for: 3s"))
+    os.utime(rules, ns=(time.time_ns(), time.time_ns() + 10**9))
+    rig.advance(1, agents=ALL)
+    rules.write_text("rules: [{name: broken}]\n")
+    os.utime(rules, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    rig.advance(1, agents=ALL)
+    assert [(p, r) for p, r, _ in seen] == [(str(rules), "ok"), (str(rules), "refused")]
+    assert seen[0][2] == "3 rules" and "rules[0].summary" in seen[1][2]
