@@ -1,5 +1,6 @@
 """``netwatch-agent snmp``: the technician's SNMP tools — get, walk, and one poll of a device with its
-profiles — with credentials as options or taken from an agent config's snmp entry.
+profiles — with credentials as options or taken from an agent config's snmp entry; and ``set``, the one
+device change, limited to the objects in probes/snmp/settable.py.
 
 Exit codes: 0 ok; 1 the device is down, refused the credentials or answered with an error (or the
 poll was degraded); 2 bad usage or config; 3 runtime failure.
@@ -37,7 +38,8 @@ from probes.output import (
 from probes.snmp.config import SnmpConfig
 from probes.snmp.connect import open_session
 from probes.snmp.poll import decode_text
-from probes.snmp.session import SnmpError, SnmpSession, VarBind
+from probes.snmp.session import MISSING_TYPES, SnmpError, SnmpSession, VarBind
+from probes.snmp.settable import SETTABLE, SetRequest, parse_set
 
 EXIT_TARGET_DOWN, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 T = TypeVar("T")
@@ -462,6 +464,99 @@ def poll(
         con.print(summary_line(status_counts(samples)))
     counts = status_counts(samples)
     raise typer.Exit(EXIT_TARGET_DOWN if counts["down"] or counts["degraded"] else EXIT_OK)
+
+
+@dataclass(frozen=True, slots=True)
+class SetOutcome:
+    before: VarBind
+    after: VarBind
+
+
+def warn_change(what: str) -> None:
+    """The one line a device change always prints (on stderr, so ``--json`` output stays clean)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(
+        f"[yellow]warning / 警告:[/yellow] changing a device / 正在更改设备: {lit(what)}", soft_wrap=True
+    )
+
+
+@app.command("set")
+def set_(
+    value: Annotated[str, typer.Argument(help="the new value, e.g. up or down for ifAdminStatus")],
+    device: Annotated[str, typer.Option("--device", help="name of the snmp entry in --config")],
+    obj: Annotated[
+        str,
+        typer.Option(
+            "--object",
+            help="what to set, with its instance: "
+            + ", ".join(f"{s.name}.{s.index} ({'|'.join(s.values)})" for s in SETTABLE.values()),
+        ),
+    ],
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """SET one allow-listed object (today ifAdminStatus.IFINDEX up|down) on a device of the config:
+    reads it first, sets it, reads it back; exit 0 only when the device reports the new value."""
+    try:
+        req = parse_set(obj, value)  # before anything is loaded or sent
+    except ValueError as e:
+        raise _fail(f"[red]refused / 拒绝:[/red] {lit(e)}", EXIT_USAGE) from None
+    if config is None:
+        raise _fail(
+            "[red]give --config FILE[/red]: the device's address and credentials come from its snmp entry / "
+            "需要 --config", EXIT_USAGE,
+        )  # fmt: skip
+    cfg, name = build_config(
+        None, creds=Credentials(), version="2c", timeout="2s", retries=1, config=config, device=device
+    )
+    warn_change(f"{name} ({cfg.address}) {req.object} → {req.value_text}")
+    outcome = _run(lambda: _set_and_confirm(cfg, req))
+    before, after = outcome.before, outcome.after
+    confirmed = after[1] == req.settable.type and after[2] == req.value
+    if json:
+        print_json_lines(
+            [
+                {
+                    "device": name,
+                    "address": cfg.address,
+                    "object": req.object,
+                    "oid": req.oid,
+                    "requested": req.value,
+                    "before": before[2],
+                    "after": after[2] if after[1] not in MISSING_TYPES else None,
+                    "confirmed": confirmed,
+                }
+            ]
+        )
+    else:
+        show = req.settable.name_of
+        line = f"{lit(req.object)} on {lit(name)} ({lit(cfg.address)}): {lit(show(before[2]))} → {lit(show(after[2]))}"
+        if confirmed:
+            console().print(f"[green]{line}[/green] — confirmed by reading back / 已回读确认", soft_wrap=True)
+        else:
+            console().print(
+                f"[red]{line}[/red] — the device accepted the SET but reports {lit(show(after[2]))}, "
+                f"not {lit(req.value_text)} / 设备未应用新值",
+                soft_wrap=True,
+            )
+    raise typer.Exit(EXIT_OK if confirmed else EXIT_TARGET_DOWN)
+
+
+async def _set_and_confirm(cfg: SnmpConfig, req: SetRequest) -> SetOutcome:
+    session = open_session(cfg)
+    try:
+        (before,) = await session.get([req.oid])
+        if before[1] in MISSING_TYPES:
+            raise SnmpError(
+                f"{session.where}: {req.object} does not exist on the device ({before[1]}) — check the "
+                f"{req.settable.index} with: netwatch-agent snmp walk --config FILE --device NAME {req.settable.oid}"
+            )
+        await session.set([(req.oid, req.settable.type, req.value)])
+        (after,) = await session.get([req.oid])
+        return SetOutcome(before, after)
+    finally:
+        await session.close()
 
 
 if __name__ == "__main__":

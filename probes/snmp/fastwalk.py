@@ -12,8 +12,19 @@ import socket
 from collections.abc import Sequence
 from typing import cast
 
-from probes.snmp.ber import GET, GETBULK, GETNEXT, RESPONSE, VERSIONS, BerError, Message, decode_message, encode_message
-from probes.snmp.session import PduKind, Response, Session, SnmpError, SnmpTimeout, retries_text
+from probes.snmp.ber import (
+    GET,
+    GETBULK,
+    GETNEXT,
+    RESPONSE,
+    SET,
+    VERSIONS,
+    BerError,
+    Message,
+    decode_message,
+    encode_message,
+)
+from probes.snmp.session import PduKind, Response, Session, SnmpError, SnmpTimeout, TypedValue, retries_text
 
 # --- transport: one UDP socket per event loop and address family, shared by every session ------
 
@@ -137,7 +148,7 @@ def _expire(fut: asyncio.Future[Message | None]) -> None:
         fut.set_result(None)
 
 
-_PDU_OF_KIND: dict[PduKind, int] = {"get": GET, "next": GETNEXT, "bulk": GETBULK}
+_PDU_OF_KIND: dict[PduKind, int] = {"get": GET, "next": GETNEXT, "bulk": GETBULK, "set": SET}
 
 
 class BerTransport:
@@ -187,7 +198,11 @@ class BerTransport:
             self._shared = await _acquire(self._family)
         return self._shared
 
-    async def request(self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0) -> Response:
+    async def request(
+        self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0, values: Sequence[TypedValue] = ()
+    ) -> Response:
+        if kind == "set" and len(values) != len(oids):
+            raise ValueError(f"a SET needs one value per OID ({len(oids)} OIDs, {len(values)} values)")
         shared = await self._open()
         assert self._addr is not None
         rid = shared.next_id()
@@ -198,7 +213,7 @@ class BerTransport:
             rid,
             0,
             max_repetitions if kind == "bulk" else 0,  # GETBULK: non-repeaters, max-repetitions
-            [(o, "Null", None) for o in oids],
+            [(o, *values[i]) for i, o in enumerate(oids)] if kind == "set" else [(o, "Null", None) for o in oids],
         )
         pend = _Pending(self._addr, self._community)
         loop = shared.loop

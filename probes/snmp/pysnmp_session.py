@@ -13,7 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from probes.snmp.session import PduKind, Response, Session, SnmpAuthError, SnmpError, SnmpTimeout, VarBind, retries_text
+from probes.snmp.session import (
+    PduKind,
+    Response,
+    Session,
+    SnmpAuthError,
+    SnmpError,
+    SnmpTimeout,
+    TypedValue,
+    VarBind,
+    retries_text,
+)
 
 if TYPE_CHECKING:
     from probes.snmp.config import SnmpConfig
@@ -100,6 +110,26 @@ def to_varbind(name: Any, value: Any) -> VarBind:
     if kind == "IpAddress":
         return oid, kind, ".".join(str(b) for b in value.asNumbers())
     return oid, kind, None
+
+
+def to_pysnmp(type_name: str, value: object) -> Any:
+    """A VarBind's (type name, value) as the pysnmp value to SET: the inverse of :func:`to_varbind`."""
+    from pysnmp.proto import rfc1902
+
+    classes: dict[str, Any] = {
+        "Integer": rfc1902.Integer32,
+        "OctetString": rfc1902.OctetString,
+        "ObjectIdentifier": rfc1902.ObjectIdentifier,
+        "IpAddress": rfc1902.IpAddress,
+        "Counter32": rfc1902.Counter32,
+        "Gauge32": rfc1902.Gauge32,
+        "TimeTicks": rfc1902.TimeTicks,
+        "Opaque": rfc1902.Opaque,
+        "Counter64": rfc1902.Counter64,
+    }
+    if type_name not in classes:
+        raise ValueError(f"cannot SET a value of type {type_name}")
+    return classes[type_name](value)
 
 
 # ------------------------------------------------------------------ engines and the transport
@@ -243,7 +273,9 @@ class PysnmpTransport:
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def request(self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0) -> Response:
+    async def request(
+        self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0, values: Sequence[TypedValue] = ()
+    ) -> Response:
         """OIDs go out as they are, with no MIB lookup either way."""
         from pyasn1.type import univ
         from pysnmp.entity.rfc3413 import cmdgen
@@ -261,10 +293,17 @@ class PysnmpTransport:
                 fut.set_result((err_ind, int(err_status or 0), int(err_index or 0), list(vbs or ())))
             return False  # single request: never ask pysnmp to continue
 
-        varbinds = [(rfc1902.ObjectName(oid), univ.Null("")) for oid in oids]
+        if kind == "set":
+            if len(values) != len(oids):
+                raise ValueError(f"a SET needs one value per OID ({len(oids)} OIDs, {len(values)} values)")
+            varbinds = [(rfc1902.ObjectName(oid), to_pysnmp(*tv)) for oid, tv in zip(oids, values, strict=True)]
+        else:
+            varbinds = [(rfc1902.ObjectName(oid), univ.Null("")) for oid in oids]
         context = self.cfg.context.encode()
         try:
-            if kind == "get":
+            if kind == "set":
+                cmdgen.SetCommandGenerator().send_varbinds(engine, addr_name, None, context, varbinds, done)
+            elif kind == "get":
                 cmdgen.GetCommandGenerator().send_varbinds(engine, addr_name, None, context, varbinds, done)
             elif kind == "next":
                 cmdgen.NextCommandGeneratorSingleRun().send_varbinds(engine, addr_name, None, context, varbinds, done)

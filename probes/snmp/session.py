@@ -70,6 +70,11 @@ def parse_oid(oid: str | Sequence[int]) -> tuple[int, ...]:
     return arcs
 
 
+def parse_oid_text(oid: str) -> str:
+    """``".1.3.6.1"`` -> ``"1.3.6.1"``, checked by :func:`parse_oid`."""
+    return ".".join(map(str, parse_oid(oid)))
+
+
 def retries_text(n: int) -> str:
     return "1 retry" if n == 1 else f"{n} retries"
 
@@ -93,7 +98,11 @@ class SnmpSession(Protocol):
 
 # ---------------------------------------------------------------------- one PDU over a transport
 
-PduKind = Literal["get", "next", "bulk"]
+PduKind = Literal["get", "next", "bulk", "set"]
+
+
+#: a value to SET: (VarBind type name, value), e.g. ("Integer", 2)
+TypedValue = tuple[str, object]
 
 
 class Response(NamedTuple):
@@ -119,8 +128,11 @@ class Transport(Protocol):
         """host:port, for messages."""
         ...
 
-    async def request(self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0) -> Response:
-        """One GET, GETNEXT or GETBULK (non-repeaters 0) of ``oids``, sent as given."""
+    async def request(
+        self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0, values: Sequence[TypedValue] = ()
+    ) -> Response:
+        """One GET, GETNEXT or GETBULK (non-repeaters 0) of ``oids``, sent as given; for a SET,
+        ``values`` holds one (type name, value) per OID, as VarBind types and values are written."""
         ...
 
     async def close(self) -> None: ...
@@ -176,6 +188,16 @@ class Session:
             raise self._pdu_error("GET", status, index, oids)
         if len(vbs) != len(oids):
             raise SnmpError(f"{self.where}: GET of {len(oids)} OIDs answered {len(vbs)} values")
+        return vbs
+
+    async def set(self, varbinds: Sequence[VarBind]) -> list[VarBind]:
+        """One SET of all ``varbinds`` at once (the agent applies all or none); returns what the
+        agent answered. An error-status (notWritable, wrongValue, noAccess...) raises SnmpError
+        naming the OID."""
+        oids = [parse_oid_text(oid) for oid, _, _ in varbinds]
+        status, index, vbs = await self.transport.request("set", oids, values=[(t, v) for _, t, v in varbinds])
+        if status:
+            raise self._pdu_error("SET", status, index, oids)
         return vbs
 
     async def walk(self, base_oid: str, *, max_repetitions: int | None = None) -> list[VarBind]:
