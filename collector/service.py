@@ -23,7 +23,7 @@ from collector.ingest import Classified, Ingest, Quota
 from collector.inventory import Inventory
 from collector.receive import Receiver
 from collector.registry import Registry
-from collector.state import StateDB, read_agents
+from collector.state import StateDB, read_agents, read_unknown_agents
 from collector.stats import Counters
 from collector.storage.base import Sink
 from collector.storage.buffered import BufferedSink
@@ -288,6 +288,28 @@ class Collector:
     def agents(self) -> list[dict[str, Any]]:
         return read_agents(self.cfg.state_path)
 
+    def unknown_agents(self) -> list[dict[str, Any]]:
+        return read_unknown_agents(self.cfg.state_path)
+
+    def sites(self) -> list[dict[str, Any]]:
+        """The site tree from the topology file, flattened (``parent`` links it); [] without one."""
+        if self.cfg.topology is None:
+            return []
+        from collector.alerting.topology import Topology
+
+        topo = Topology.load(self.cfg.topology)
+        return [
+            {
+                "id": s.id,
+                "name": {"en": s.label("en"), "zh": s.label("zh")},
+                "kind": s.kind,
+                "parent": topo.parent[s.id],
+                "agents": list(s.agents),
+                "devices": list(s.devices),
+            }
+            for s in topo.sites.values()
+        ]
+
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         """Recent samples from the SQLite store; QueryUnsupported when there is none."""
         if self.cfg.sqlite_path is None:
@@ -331,7 +353,21 @@ class Collector:
         self._writer.start()
         self.receiver.start()
         if self.cfg.api.enabled:
-            self._api = ApiServer(self, self.cfg.api.host, self.cfg.api.port, allowed_hosts=self.cfg.api.allowed_hosts)
+            from collector.api_app import Backend
+
+            api = self.cfg.api
+            self._api_backend = Backend.from_config(self.cfg, self.audit)
+            if self._api_backend.users is not None and not self._api_backend.users.users():
+                log.warning("the API has no users yet: run `netwatch-collector users init` to create the first admin")
+            self._api = ApiServer(
+                self,
+                api.host,
+                api.port,
+                allowed_hosts=api.allowed_hosts,
+                backend=self._api_backend,
+                tls_cert_file=getattr(api, "tls_cert_file", None),
+                tls_key_file=getattr(api, "tls_key_file", None),
+            )
             self._api.start()
         m = self.cfg.mqtt
         if m.plaintext_off_host:
@@ -359,6 +395,7 @@ class Collector:
         self.receiver.stop()
         if self._api is not None:
             self._api.stop()
+            self._api_backend.close()
         self.store.close()
         if self.alerting is not None:
             self.alerting.close()

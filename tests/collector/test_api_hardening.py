@@ -1,5 +1,6 @@
 """The collector's HTTP API against a hostile web user: a real ``ApiServer`` on 127.0.0.1:0 with a
-small fake collector, spoken to over raw sockets."""
+small fake collector and a real user database (a viewer's API token for the JSON routes), spoken to
+over raw sockets."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from argon2 import PasswordHasher
 
 from collector import api
 from collector.api import ApiServer
+from collector.api_app import Backend
+from collector.users import LocalAdmin, UserDB
 from probes.model import Sample
 
 HOSTILE = "<script>alert(1)</script>\"'&"
@@ -43,15 +48,35 @@ class FakeCollector:
             }
         ]
 
+    def unknown_agents(self) -> list[dict[str, Any]]:
+        return []
+
+    def sites(self) -> list[dict[str, Any]]:
+        return []
+
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         self.queries.append((measurement, agent, since_ns, limit))
         return [Sample("icmp", {"site": "s", "agent": "a"}, {"rtt_avg_ms": 1.5}, time.time_ns())]
 
 
+#: a viewer's API token, set by the ``backend`` fixture and sent by ``get``
+TOKEN = ""
+
+
 @pytest.fixture
-def server() -> Iterator[tuple[ApiServer, FakeCollector]]:
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    global TOKEN
+    db = UserDB(tmp_path / "users.db", password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    db.add_user(LocalAdmin("t"), "vera", "viewer", "Viewer-pass-123")
+    TOKEN = db.create_token(LocalAdmin("t"), "vera", "t", 3600).secret
+    yield Backend(users=db)
+    db.close()
+
+
+@pytest.fixture
+def server(backend: Backend) -> Iterator[tuple[ApiServer, FakeCollector]]:
     fake = FakeCollector()
-    srv = ApiServer(fake, "127.0.0.1", 0)
+    srv = ApiServer(fake, "127.0.0.1", 0, backend=backend)
     srv.start()
     yield srv, fake
     fake.hold.set()
@@ -59,7 +84,7 @@ def server() -> Iterator[tuple[ApiServer, FakeCollector]]:
 
 
 def port_of(srv: ApiServer) -> int:
-    return int(srv.httpd.server_address[1])
+    return srv.port
 
 
 def raw(port: int, data: bytes, timeout_s: float = 5.0) -> tuple[int, dict[str, str], bytes]:
@@ -80,9 +105,12 @@ def raw(port: int, data: bytes, timeout_s: float = 5.0) -> tuple[int, dict[str, 
     return code, headers, body
 
 
-def get(port: int, path: str, host: str | None = None, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def get(
+    port: int, path: str, host: str | None = None, method: str = "GET", auth: bool = True
+) -> tuple[int, dict[str, str], bytes]:
     h = f"Host: {host if host is not None else f'127.0.0.1:{port}'}\r\n" if host != "" else ""
-    return raw(port, f"{method} {path} HTTP/1.1\r\n{h}Connection: close\r\n\r\n".encode())
+    a = f"Authorization: Bearer {TOKEN}\r\n" if auth and TOKEN else ""
+    return raw(port, f"{method} {path} HTTP/1.1\r\n{h}{a}Connection: close\r\n\r\n".encode())
 
 
 def test_host_allow_list_refuses_rebinding(server: tuple[ApiServer, FakeCollector]) -> None:
@@ -99,9 +127,9 @@ def test_host_allow_list_refuses_rebinding(server: tuple[ApiServer, FakeCollecto
     assert code == 400 and "Host" in orjson.loads(body)["error"]
 
 
-def test_configured_allowed_hosts() -> None:
+def test_configured_allowed_hosts(backend: Backend) -> None:
     fake = FakeCollector()
-    srv = ApiServer(fake, "127.0.0.1", 0, allowed_hosts=["netwatch.city.example", "ops.example:9000"])
+    srv = ApiServer(fake, "127.0.0.1", 0, allowed_hosts=["netwatch.city.example", "ops.example:9000"], backend=backend)
     srv.start()
     try:
         port = port_of(srv)
@@ -155,14 +183,13 @@ def test_busy_server_answers_503_at_once(server: tuple[ApiServer, FakeCollector]
     fake.hold.clear()  # the page's agents() call blocks every worker
     socks = []
     try:
-        for n, want_queued in ((api.WORKERS, 0), (api.MAX_QUEUED, api.MAX_QUEUED)):
+        for n in (api.WORKERS, api.MAX_QUEUED):
             for _ in range(n):
                 s = socket.create_connection(("127.0.0.1", port), timeout=5)
-                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                s.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
                 socks.append(s)
-            time.sleep(0.3)  # every worker has picked up a request and is stuck in it
             deadline = time.monotonic() + 5
-            while srv._work.qsize() != want_queued and time.monotonic() < deadline:
+            while srv.in_flight != len(socks) and time.monotonic() < deadline:
                 time.sleep(0.05)
         assert srv.refused_busy == 0
         t0 = time.monotonic()
