@@ -1,5 +1,6 @@
 """``netwatch-agent modbus``: the technician's Modbus tools — read a slave through its register map
-or as raw registers, and scan a bus for the unit ids that answer.
+or as raw registers, scan a bus for the unit ids that answer, and write one point of a configured
+device (holding register or coil), confirmed by reading it back.
 
 Exit codes: 0 ok; 1 target down or degraded, or no unit found; 2 usage error; 3 runtime failure.
 """
@@ -24,6 +25,7 @@ from probes.modbus.config import ModbusConfig
 from probes.modbus.probe import ModbusProbe
 from probes.modbus.registermap import Point, builtin_names
 from probes.modbus.transport import Reply, Target, open_bus, parse_target, release_bus
+from probes.modbus.write import WRITABLE_TABLES, Encoded, WriteRefused, encode_point
 from probes.model import Sample, Status, status_sample
 from probes.output import (
     EXIT_OK,
@@ -347,6 +349,129 @@ def scan(
             )
         con.print(tbl)
     raise typer.Exit(EXIT_OK if found else EXIT_DOWN)
+
+
+def _modbus_entry(config: Path, device: str) -> ModbusConfig:
+    from agent import config as agent_config
+    from probes.configfile import ConfigError
+
+    try:
+        cfg = agent_config.load(config)
+    except ConfigError as e:
+        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    entries = [e for e in cfg.probes if e.kind == "modbus"]
+    chosen = next((e for e in entries if e.name == device), None)
+    if chosen is None:
+        names = ", ".join(e.name for e in entries) or "none"
+        raise _usage(f"no modbus entry named {device!r} in {config}; there are: {names}")
+    assert isinstance(chosen.config, ModbusConfig)
+    return chosen.config
+
+
+def _show(point: Point, value: object) -> str:
+    if isinstance(value, bool):
+        return point.enum.get(int(value), "on" if value else "off")
+    if isinstance(value, int) and point.enum:
+        return f"{point.state_name(value)}({value})"
+    if isinstance(value, float):
+        return f"{value:g}{(' ' + point.unit) if point.unit else ''}"
+    return str(value)
+
+
+@app.command()
+def write(
+    value: Annotated[str, typer.Argument(help="the new value in the point's units (22.5), a state name, or on/off")],
+    device: Annotated[str, typer.Option("--device", help="name of the modbus entry in --config")],
+    point_name: Annotated[str, typer.Option("--point", help="a holding-register or coil point of its register map")],
+    config: Annotated[Path | None, typer.Option("--config", help="agent config whose modbus entry to use")] = None,
+    timeout: TimeoutOpt = "1s",
+    json: JsonOpt = False,
+) -> None:
+    """Write one point of a configured device, then read it back: exit 0 only when the device holds
+    the new value."""
+    if config is None:
+        raise _usage("give --config FILE: the device's bus, unit and register map come from its modbus entry")
+    timeout_s = _seconds(timeout, "--timeout")
+    cfg = _modbus_entry(config, device)
+    try:
+        point = cfg.register_map.point(point_name)
+    except KeyError:
+        names = ", ".join(p.name for p in cfg.register_map.points if p.table in WRITABLE_TABLES) or "none"
+        raise _usage(f"{device}'s map {cfg.map_source} has no point {point_name!r}; writable points: {names}") from None
+    try:
+        enc = encode_point(point, value, invert=point.name in cfg.invert)
+    except WriteRefused as e:
+        console().print(f"[red]refused / 拒绝:[/red] {lit(e)}", soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    # what the device will hold, decoded as a read would: the value to confirm
+    planned = point.decode([enc.coil] if enc.coil is not None else list(enc.registers))[0]
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(
+        f"[yellow]warning / 警告:[/yellow] changing a device / 正在更改设备: {lit(device)} "
+        f"({lit(cfg.target)} unit {cfg.unit}) {lit(point.name)} → {lit(_show(point, planned))}",
+        soft_wrap=True,
+    )
+    before, written, after = _run(_write_and_confirm(cfg, point, enc, timeout_s))
+    fail = next((r for r in (before, written, after) if not r.ok), None)
+    where = f"{device} ({cfg.target} unit {cfg.unit}) {point.name} [{manual_reference(point.table, point.address)}]"
+    expected = [enc.coil] if enc.coil is not None else list(enc.registers)
+    confirmed = fail is None and after.values == expected
+    was = point.decode(before.values)[0] if before.ok and before.values is not None else None
+    now = point.decode(after.values)[0] if after.ok and after.values is not None else None
+    if json:
+        print_json_lines(
+            [
+                {
+                    "device": device,
+                    "target": cfg.target,
+                    "unit": cfg.unit,
+                    "point": point.name,
+                    "table": point.table,
+                    "address": point.address,
+                    "requested": planned,
+                    "raw": expected,
+                    "before": was,
+                    "after": now,
+                    "confirmed": confirmed,
+                    "error": "" if fail is None else f"{fail.error}: {fail.detail}",
+                }
+            ]
+        )
+    elif fail is not None:
+        step = "read" if fail is before else "write" if fail is written else "read back"
+        console().print(f"[red]{lit(where)}: {step} failed / 失败: {lit(fail.error)} — {lit(fail.detail)}[/red]")
+    else:
+        line = f"{lit(where)}: {lit(_show(point, was))} → {lit(_show(point, now))}"
+        if confirmed:
+            console().print(f"[green]{line}[/green] — confirmed by reading back / 已回读确认", soft_wrap=True)
+        else:
+            console().print(
+                f"[red]{line}[/red] — the device acknowledged the write but holds {lit(_show(point, now))}, not "
+                f"{lit(_show(point, planned))} / 设备未应用新值",
+                soft_wrap=True,
+            )
+    raise typer.Exit(EXIT_OK if confirmed else EXIT_DOWN)
+
+
+async def _write_and_confirm(
+    cfg: ModbusConfig, point: Point, enc: Encoded, timeout_s: float
+) -> tuple[Reply, Reply, Reply]:
+    """Read, write, read back — stopping at the first step that fails (the rest are that Reply too)."""
+    bus = open_bus(cfg.parsed_target)
+    try:
+        before = await bus.read(cfg.unit, point.table, point.address, point.words, timeout_s)
+        if not before.ok:
+            return before, before, before
+        values = [enc.coil] if enc.coil is not None else list(enc.registers)
+        written = await bus.write(cfg.unit, point.table, point.address, values, timeout_s)
+        if not written.ok:
+            return before, written, written
+        after = await bus.read(cfg.unit, point.table, point.address, point.words, timeout_s)
+        return before, written, after
+    finally:
+        release_bus(bus)
 
 
 if __name__ == "__main__":

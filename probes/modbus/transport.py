@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -261,9 +262,54 @@ class Bus:
             self._free_at = self.loop.time() + self.gap_s
             lock.release()
 
-    async def _exchange(self, unit: int, table: Table, address: int, count: int, timeout_s: float) -> Reply:
+    async def write(
+        self, unit: int, table: Table, address: int, values: Sequence[int] | Sequence[bool], timeout_s: float
+    ) -> Reply:
+        """One write, in turn: a coil (function 5), one holding register (6) or several (16).
+        The Reply's ``values`` are what was written, as the device echoed the request."""
+        if table not in ("holding", "coil") or not values:
+            raise ValueError(f"a write goes to holding registers or a coil, with values (not {table})")
+        async with self._lock:
+            wait = self._free_at - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await self._write(unit, table, address, values, timeout_s)
+            finally:
+                self._free_at = self.loop.time() + self.gap_s
+
+    async def _write(
+        self, unit: int, table: Table, address: int, values: Sequence[int] | Sequence[bool], timeout_s: float
+    ) -> Reply:
         client = self._client
         t0 = self.loop.time()
+        refused = await self._connected(timeout_s)
+        if refused is not None:
+            return refused
+        self._rx = b""
+        self.requests += 1
+        params = client.ctx.comm_params
+        params.timeout_connect = timeout_s
+        try:
+            if table == "coil":
+                resp = await client.write_coil(address, bool(values[0]), device_id=unit)
+            elif len(values) == 1:  # many small devices know only function 6 for one register
+                resp = await client.write_register(address, int(values[0]), device_id=unit)
+            else:
+                resp = await client.write_registers(address, [int(v) for v in values], device_id=unit)
+        except ModbusIOException:
+            return self._silence(timeout_s)
+        except (ModbusException, OSError) as e:
+            client.close()
+            return Reply(error="io_error", detail=f"{type(e).__name__}: {e}", elapsed_s=self.loop.time() - t0)
+        elapsed = self.loop.time() - t0
+        if resp.isError():
+            return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
+        return Reply(values=list(values), elapsed_s=elapsed)
+
+    async def _connected(self, timeout_s: float) -> Reply | None:
+        """Connect when not connected; a Reply saying why when that fails, else None."""
+        client = self._client
         if not client.connected:
             connected = False
             try:
@@ -276,6 +322,14 @@ class Bus:
             if not connected:
                 client.close()
                 return Reply(error="connect_failed", detail=self._connect_hint(timeout_s), elapsed_s=timeout_s)
+        return None
+
+    async def _exchange(self, unit: int, table: Table, address: int, count: int, timeout_s: float) -> Reply:
+        client = self._client
+        t0 = self.loop.time()
+        refused = await self._connected(timeout_s)
+        if refused is not None:
+            return refused
         self._rx = b""
         self.requests += 1
         # The request's timeout is pymodbus' own response timer, set per request (slaves on one bus
@@ -410,4 +464,6 @@ def _rtu_frame_size(rx: bytes) -> int | None:
         return 5
     if fc in (1, 2, 3, 4):
         return 5 + rx[2]
+    if fc in (5, 6, 15, 16):  # writes echo address and value/count
+        return 8
     return None
