@@ -381,7 +381,9 @@ def _show(point: Point, value: object) -> str:
 
 @app.command()
 def write(
-    value: Annotated[str, typer.Argument(help="the new value in the point's units (22.5), a state name, or on/off")],
+    value: Annotated[
+        str, typer.Argument(metavar="VALUE", help="the new value in the point's units (22.5), a state name, or on/off")
+    ],
     device: Annotated[str, typer.Option("--device", help="name of the modbus entry in --config")],
     point_name: Annotated[str, typer.Option("--point", help="a holding-register or coil point of its register map")],
     config: Annotated[Path | None, typer.Option("--config", help="agent config whose modbus entry to use")] = None,

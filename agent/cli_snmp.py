@@ -483,7 +483,7 @@ def warn_change(what: str) -> None:
 
 @app.command("set")
 def set_(
-    value: Annotated[str, typer.Argument(help="the new value, e.g. up or down for ifAdminStatus")],
+    value: Annotated[str, typer.Argument(metavar="VALUE", help="the new value, e.g. up or down for ifAdminStatus")],
     device: Annotated[str, typer.Option("--device", help="name of the snmp entry in --config")],
     obj: Annotated[
         str,
