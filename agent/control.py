@@ -49,7 +49,15 @@ READ_COMMANDS: tuple[tuple[str, ...], ...] = (
 #: device changes: refused unless the node's own file allows the device and the object
 WRITE_COMMANDS: tuple[tuple[str, ...], ...] = (("snmp", "set"), ("modbus", "write"))
 #: these take the node's own config (for credentials of a --device, the spool, the probes)
-_WITH_CONFIG = {("snmp", "get"), ("snmp", "walk"), ("snmp", "poll"), ("status",), ("once",)}
+_WITH_CONFIG = {
+    ("snmp", "get"),
+    ("snmp", "walk"),
+    ("snmp", "poll"),
+    ("status",),
+    ("once",),
+    ("snmp", "set"),
+    ("modbus", "write"),
+}
 #: options a remote command may not give: the node's files and environment are not the centre's
 _FORBIDDEN_OPTION_SUFFIXES = ("-file", "-env")
 _FORBIDDEN_OPTIONS = {"--config", "-c", "--tee", "--log-level"}
