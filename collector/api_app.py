@@ -60,6 +60,8 @@ READ_ONLY_COMMANDS = frozenset(
     }
 )
 MAX_FORM_BYTES = 4096
+#: what probes.base.parse_duration reads, for the OpenAPI description
+DURATION = r"^[0-9]{1,12}(\.[0-9]{1,6})?(ms|s|m|h|d|w)?$"
 
 
 def command_permission(argv: list[str]) -> str:
@@ -292,7 +294,7 @@ class AckOut(BaseModel):
 
 class SilenceIn(BaseModel):
     matchers: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1, max_length=20)
-    duration: str = Field("2h", max_length=32, description="how long: 30m, 2h, 7d (at most 366d)")
+    duration: str = Field("2h", max_length=32, pattern=DURATION, description="how long: 30m, 2h, 7d (at most 366d)")
     comment: str = Field(min_length=1, max_length=500)
 
 
@@ -674,7 +676,9 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         p: Reader,
         measurement: Annotated[str, Query(min_length=1, max_length=200)],
         agent: Annotated[str | None, Query(max_length=200)] = None,
-        since: Annotated[str, Query(max_length=32, description="how far back: 30s, 10m, 2h, 7d")] = "10m",
+        since: Annotated[
+            str, Query(max_length=32, pattern=DURATION, description="how far back: 30s, 10m, 2h, 7d")
+        ] = "10m",
         limit: Annotated[int, Query(ge=1, le=MAX_QUERY_ROWS)] = MAX_QUERY_ROWS,
     ) -> list[dict[str, Any]]:
         try:
@@ -879,7 +883,9 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
             raise HTTPException(400, f"since: at most {MAX_SINCE_S / 86400:.0f}d")
         return time.time_ns() - int(s * 1e9)
 
-    Since = Annotated[str | None, Query(max_length=32, description="how far back: 24h, 30d; all when left out")]
+    Since = Annotated[
+        str | None, Query(max_length=32, pattern=DURATION, description="how far back: 24h, 30d; all when left out")
+    ]
 
     @app.get("/api/audit", response_model=list[AuditRecordOut], tags=["audit"])
     def audit_list(
