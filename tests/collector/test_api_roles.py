@@ -8,6 +8,7 @@ types, bodies matching the response schemas."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -476,3 +477,64 @@ def test_openapi_description_holds(rig: Rig) -> None:
     assert not failures, "\n\n".join(failures)
     sent = rig.srv.server.server_state.total_requests
     assert sent >= 5 * len(ops), f"only {sent} requests for {len(ops)} operations"
+
+
+# --- HTTPS ---------------------------------------------------------------------------------------
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "api.crt", tmp / "api.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def test_https_secure_cookie_and_hsts(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    users = cheap_users(tmp_path / "users.db")
+    users.add_user(LocalAdmin("t"), "vera", "viewer", PASSWORDS["viewer"])
+    users.set_password(LocalAdmin("t"), "vera", PASSWORDS["viewer"], must_change=False)
+    srv = ApiServer(FakeCollector(), "127.0.0.1", 0, backend=Backend(users=users), tls_cert_file=cert, tls_key_file=key)
+    srv.start()
+    try:
+        assert srv.url.startswith("https://")
+        with httpx.Client(
+            base_url=f"https://127.0.0.1:{srv.port}", verify=ssl.create_default_context(cafile=str(cert)), timeout=10
+        ) as c:
+            r = c.post("/api/login", json={"name": "vera", "password": PASSWORDS["viewer"]})
+            assert r.status_code == 200
+            assert "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+            assert r.headers["strict-transport-security"].startswith("max-age=")
+            assert c.get("/api/agents").status_code == 200
+        with pytest.raises(httpx.HTTPError):  # no plain HTTP on the HTTPS port
+            httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=3)
+    finally:
+        srv.stop()
+        users.close()
+    with pytest.raises(ValueError, match="tls_key_file"):
+        ApiServer(FakeCollector(), "127.0.0.1", 0, tls_cert_file=cert)
