@@ -14,6 +14,8 @@ on the operators' desks and whatever else reaches the port:
   ``HEADER_TIMEOUT_S`` of the connection opening or of the previous response, or it is closed. At
   most ``MAX_PENDING`` connections may be waiting for their headers; past that the oldest is closed.
   Idle keep-alive connections close after ``KEEP_ALIVE_S``. Connections cost no thread (asyncio).
+- A request body (at most ``MAX_BODY_BYTES``, with a ``Content-Length``) must arrive within
+  ``HEADER_TIMEOUT_S`` too.
 - **Bounded work**: blocking handlers run on at most ``WORKERS`` threads; at most ``WORKERS +
   MAX_QUEUED`` requests are in hand at once and the next gets 503 (``Retry-After: 1``) at once.
 - **Headers** on every answer, errors included: ``Server: netwatch`` (no version),
@@ -171,6 +173,7 @@ class Hardening:
         self.allowed = allowed
         self.in_flight = 0
         self.refused_busy = 0
+        self.slow_bodies = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -208,9 +211,18 @@ class Hardening:
             self.refused_busy += 1
             await send_json(send_with_headers, 503, {"error": "busy: try again in a moment"}, [(b"retry-after", b"1")])
             return
+
+        async def receive_in_time() -> Message:
+            # a body trickled in byte by byte would hold a slot for ever: it has the header deadline too
+            try:
+                return await asyncio.wait_for(receive(), sys.modules[__name__].HEADER_TIMEOUT_S)
+            except TimeoutError:
+                self.slow_bodies += 1
+                return {"type": "http.disconnect"}
+
         self.in_flight += 1
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive_in_time, send_with_headers)
         finally:
             self.in_flight -= 1
 

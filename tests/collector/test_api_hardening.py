@@ -200,6 +200,9 @@ def test_busy_server_answers_503_at_once(server: tuple[ApiServer, FakeCollector]
         fake.hold.set()
         for s in socks:
             s.close()
+    deadline = time.monotonic() + 5  # the held requests finish; the server takes new ones again
+    while srv.in_flight and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert get(port, "/api/stats")[0] == 200
 
 
@@ -282,3 +285,52 @@ def test_status_page_escapes_agent_strings(server: tuple[ApiServer, FakeCollecto
     for bad in ("<script>", "<img", "<a href='https", "onmouseover='", "</td><a"):
         assert bad not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&amp;" in page
+
+
+def test_slow_body_is_cut_off(server: tuple[ApiServer, FakeCollector], monkeypatch: pytest.MonkeyPatch) -> None:
+    srv, _ = server
+    monkeypatch.setattr(api, "HEADER_TIMEOUT_S", 0.5)
+    port = port_of(srv)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            'Content-Length: 100\r\n\r\n{"name"'.encode()
+        )
+        t0 = time.monotonic()
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+        assert time.monotonic() - t0 < 3.0
+    assert srv.hardening.slow_bodies == 1 and srv.in_flight == 0
+    assert b"Traceback" not in got
+
+
+def test_oversized_and_unsized_bodies(server: tuple[ApiServer, FakeCollector]) -> None:
+    srv, _ = server
+    port = port_of(srv)
+    code, headers, body = raw(
+        port, f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 99999999\r\n\r\n".encode()
+    )
+    assert code == 413 and "too large" in orjson.loads(body)["error"] and headers["server"] == "netwatch"
+    code, _, body = raw(
+        port,
+        f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "0\r\n\r\n".encode(),
+    )
+    assert code == 411 and "Content-Length" in orjson.loads(body)["error"]
+
+
+def test_logged_out_page_is_the_login_form(server: tuple[ApiServer, FakeCollector]) -> None:
+    srv, _ = server
+    port = port_of(srv)
+    code, _, body = get(port, "/", auth=False)
+    assert code == 200 and b'action="/login"' in body and b"town" not in body and b"&lt;script" not in body
+    for path in ("/api/agents", "/api/stats", "/api/query?measurement=icmp"):
+        code, headers, body = get(port, path, auth=False)
+        assert code == 401 and "log in" in orjson.loads(body)["error"] and headers["server"] == "netwatch"
+    code, _, body = get(port, "/health", auth=False)
+    assert code == 200 and orjson.loads(body) == {"ok": True, "broker_connected": True}
+    code, _, body = get(port, "/api/openapi.json", auth=False)
+    assert code == 200 and orjson.loads(body)["openapi"].startswith("3.")
+    for docs in ("/docs", "/redoc", "/api/docs"):
+        assert get(port, docs, auth=False)[0] == 404  # no CDN-loaded Swagger page
