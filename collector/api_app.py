@@ -39,10 +39,12 @@ from collector.api_page import (
     status_page,
 )
 from probes.base import parse_duration
+from protocol.ids import ID_PATTERN
 
 COOKIE = "netwatch_session"
-#: an agent id in a path or body: also a file name (``<agent>.yaml``), so no separators, no dot first
-AGENT_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+#: an agent id in a path or body (protocol/ids.py): also a file name (``<agent>.yaml``), so no
+#: separators and no dot first
+AGENT_ID = ID_PATTERN
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: the agent CLI's read-only commands (agent/control.py READ_COMMANDS); anything else needs cmd.write
 READ_ONLY_COMMANDS = frozenset(

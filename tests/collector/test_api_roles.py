@@ -248,6 +248,8 @@ def test_operator_acks_and_reads_but_does_not_write(rig: Rig) -> None:
     assert rig.calls[-1].issuer == "otto@api"
     r = c.post("/api/commands", json={"agent": "t1", "argv": ["snmp", "set", "--device", "sw1"]})
     assert r.status_code == 403 and "cmd.write" in r.json()["error"]
+    # a command the API does not know as read-only needs cmd.write (the agent has its own allow-list)
+    assert c.post("/api/commands", json={"agent": "t1", "argv": ["snmpset-anything"]}).status_code == 403
     assert len(rig.calls) == 1
     assert c.post("/api/config/push", json={"agents": ["t1"]}).status_code == 403
     acks = rig.records("alert.ack")
