@@ -59,9 +59,10 @@ def backup_cmd(
 
 def restore_cmd(
     file: Annotated[Path, typer.Argument(help="an archive made by `netwatch-collector backup`")],
-    etc: Annotated[Path, typer.Option(help="where the config files from the backup go, to review")] = Path(
-        "restored-etc"
-    ),
+    etc: Annotated[
+        Path | None,
+        typer.Option(help="where the config files from the backup go, to review (default: DATA_DIR/restored-etc)"),
+    ] = None,
     force: Annotated[bool, typer.Option(help="replace the databases in data_dir (stop the collector first)")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -69,7 +70,7 @@ def restore_cmd(
     review), then verify the restored audit log. Exit 0 only when the log is intact."""
     cfg = _load(config)
     try:
-        r = restore(file, cfg.data_dir, etc, force=force)
+        r = restore(file, cfg.data_dir, etc if etc is not None else cfg.data_dir / "restored-etc", force=force)
     except BackupError as e:
         console().print(f"[red]not restored[/red] / 未恢复: {lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None

@@ -95,7 +95,7 @@ def test_password_from_file_works_and_is_never_printed(cli: Cli, tmp_path: Path)
     for out in cli.outputs:
         for secret in (PW, "Another-Secret-77", "Env-Secret-Pass-9"):
             assert secret not in out
-    raw = b"".join(p.read_bytes() for p in cli.db_path.parent.iterdir())
+    raw = b"".join(p.read_bytes() for p in cli.db_path.parent.rglob("*") if p.is_file())  # users.db, audit.db, keys
     assert PW.encode() not in raw and b"Env-Secret-Pass-9" not in raw
 
 
@@ -169,7 +169,7 @@ def test_api_token(cli: Cli) -> None:
     assert cli("token", "op1", "--name", "x", "--expires", "soon").returncode == 2
     assert cli("revoke", "op1", "--name", "grafana").returncode == 0
     assert cli("tokens").returncode == 1
-    assert secret.encode() not in b"".join(p.read_bytes() for p in cli.db_path.parent.iterdir())
+    assert secret.encode() not in b"".join(p.read_bytes() for p in cli.db_path.parent.rglob("*") if p.is_file())
 
 
 def test_password_prompt(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
