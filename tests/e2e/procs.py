@@ -47,13 +47,32 @@ class Proc:
             return ""
 
 
+def api_token(config: Path) -> str:
+    """A viewer account and an API token for the tests to read the collector's API with (the API
+    wants a login since users and roles exist); made in the collector's users.db before it starts."""
+    from collector import config as collector_config
+    from collector.users import LocalAdmin, UserDB
+
+    cfg = collector_config.load(config)
+    db = UserDB(cfg.data_dir / "users.db")
+    try:
+        existing = {u.name for u in db.users()}
+        if "e2e-reader" not in existing:
+            db.add_user(LocalAdmin("tests"), "e2e-reader", "viewer", "Tests-Only-Pass-42x")
+        return db.create_token(LocalAdmin("tests"), "e2e-reader", f"t{time.time_ns()}", 86400).secret
+    finally:
+        db.close()
+
+
 class CollectorProc(Proc):
     def __init__(self, config: Path, api_port: int, log: Path) -> None:
+        self.token = api_token(config)
         super().__init__("collector", [sys.executable, "-m", "collector.cli", "run", "--config", str(config)], log)
         self.api = f"http://127.0.0.1:{api_port}"
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.api + path, timeout=5) as r:
+        req = urllib.request.Request(self.api + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return orjson.loads(r.read())
 
     def wait_ready(self, timeout_s: float = 20.0) -> None:
