@@ -29,25 +29,11 @@ from agent import config as agent_config
 from agent.config import AgentConfig
 from probes.configfile import ConfigError
 from probes.files import private_file
-from protocol.control import MAX_RESULT_BYTES, Command, ControlRefused, Result, Verifier
+from protocol.control import MAX_RESULT_BYTES, READ_COMMANDS, WRITE_COMMANDS, Command, ControlRefused, Result, Verifier
 from protocol.signing import PublicKey
 
 log = logging.getLogger("netwatch.agent.control")
 
-#: the agent CLI's read-only commands the centre may run, by their first words
-READ_COMMANDS: tuple[tuple[str, ...], ...] = (
-    ("ping",),
-    ("tcp",),
-    ("http",),
-    ("snmp", "get"),
-    ("snmp", "walk"),
-    ("snmp", "poll"),
-    ("modbus", "read"),
-    ("status",),
-    ("once",),
-)
-#: device changes: refused unless the node's own file allows the device and the object
-WRITE_COMMANDS: tuple[tuple[str, ...], ...] = (("snmp", "set"), ("modbus", "write"))
 #: these take the node's own config (for credentials of a --device, the spool, the probes)
 _WITH_CONFIG = {
     ("snmp", "get"),

@@ -39,6 +39,7 @@ from collector.api_page import (
     status_page,
 )
 from probes.base import parse_duration
+from protocol.control import READ_COMMANDS, is_read_command
 from protocol.ids import ID_PATTERN
 
 COOKIE = "netwatch_session"
@@ -47,20 +48,6 @@ COOKIE = "netwatch_session"
 AGENT_ID = ID_PATTERN
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: the agent CLI's read-only commands (agent/control.py READ_COMMANDS); anything else needs cmd.write
-READ_ONLY_COMMANDS = frozenset(
-    {
-        ("ping",),
-        ("traceroute",),
-        ("tcp",),
-        ("http",),
-        ("snmp", "get"),
-        ("snmp", "walk"),
-        ("snmp", "poll"),
-        ("modbus", "read"),
-        ("status",),
-        ("once",),
-    }
-)
 MAX_FORM_BYTES = 4096
 #: what probes.base.parse_duration reads, for the OpenAPI description
 DURATION = r"^[0-9]{1,12}(\.[0-9]{1,6})?(ms|s|m|h|d|w)?$"
@@ -69,7 +56,7 @@ DURATION = r"^[0-9]{1,12}(\.[0-9]{1,6})?(ms|s|m|h|d|w)?$"
 def command_permission(argv: list[str]) -> str:
     """``cmd.read`` for the agent CLI's read-only commands, ``cmd.write`` for everything else
     (``snmp set``, ``modbus write``, and whatever the agent may learn later)."""
-    if tuple(argv[:1]) in READ_ONLY_COMMANDS or tuple(argv[:2]) in READ_ONLY_COMMANDS:
+    if is_read_command(argv):
         return u.CMD_READ
     return u.CMD_WRITE
 
@@ -827,7 +814,7 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         response_model=CommandOut,
         tags=["control"],
         description="Run an agent CLI command on an agent. Needs cmd.read for the read-only commands "
-        f"({', '.join(sorted(' '.join(c) for c in READ_ONLY_COMMANDS))}), cmd.write for anything else "
+        f"({', '.join(sorted(' '.join(c) for c in READ_COMMANDS))}), cmd.write for anything else "
         "(snmp set, modbus write).",
     )
     def command(body: CommandIn, request: Request, p: Annotated[Principal, Depends(principal)]) -> CommandOut:

@@ -138,6 +138,16 @@ class Api(StrictModel):
     #: Host names the API answers (a name without a port matches any port); default: the bound
     #: address, localhost, 127.0.0.1 and [::1] with the port. Others get 421 (DNS rebinding).
     allowed_hosts: tuple[str, ...] | None = None
+    #: HTTPS for the API and status page (PEM certificate chain and its key); both or neither.
+    #: Without them it speaks plain HTTP: keep it on loopback or behind a TLS reverse proxy.
+    tls_cert_file: ExistingFile | None = None
+    tls_key_file: ExistingFile | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Api:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
 
 
 class CollectorFile(StrictModel):

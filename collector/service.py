@@ -365,8 +365,8 @@ class Collector:
                 api.port,
                 allowed_hosts=api.allowed_hosts,
                 backend=self._api_backend,
-                tls_cert_file=getattr(api, "tls_cert_file", None),
-                tls_key_file=getattr(api, "tls_key_file", None),
+                tls_cert_file=api.tls_cert_file,
+                tls_key_file=api.tls_key_file,
             )
             self._api.start()
         m = self.cfg.mqtt

@@ -40,6 +40,26 @@ MAX_RESULT_BYTES: Final = 512 * 1024
 
 Kind = Literal["config", "cmd"]
 
+#: the agent CLI's read-only commands the centre may run (by their first words): who may ask for
+#: them at the centre (the API's cmd.read) and what the agent runs without an allow-list
+READ_COMMANDS: Final[tuple[tuple[str, ...], ...]] = (
+    ("ping",),
+    ("tcp",),
+    ("http",),
+    ("snmp", "get"),
+    ("snmp", "walk"),
+    ("snmp", "poll"),
+    ("modbus", "read"),
+    ("status",),
+    ("once",),
+)
+#: device changes: cmd.write at the centre, and the node's own control.allow_write
+WRITE_COMMANDS: Final[tuple[tuple[str, ...], ...]] = (("snmp", "set"), ("modbus", "write"))
+
+
+def is_read_command(argv: list[str] | tuple[str, ...]) -> bool:
+    return tuple(argv[:1]) in READ_COMMANDS or tuple(argv[:2]) in READ_COMMANDS
+
 
 class ControlRefused(ValueError):
     """A control message the agent will not act on; ``reason`` is what it is counted under."""

@@ -82,8 +82,37 @@ def approve_portal_baseline() -> None:
     (VAR / "portal.baseline").write_text(f"{sha}\n", encoding="utf-8")
 
 
+_TOKEN: list[str] = []
+
+
+def demo_login() -> str:
+    """An operator account for the person watching (a fresh password each run: there are no default
+    passwords), and an API token for this script's own polling. Returns the password."""
+    import secrets
+
+    from collector import config as collector_config
+    from collector.users import LocalAdmin, UserDB
+
+    cfg = collector_config.load(HERE / "collector.yaml")
+    db = UserDB(cfg.data_dir / "users.db")
+    me = LocalAdmin("demo")
+    password = "Demo-" + secrets.token_urlsafe(9)
+    try:
+        if "demo" in {u.name for u in db.users()}:
+            db.set_password(me, "demo", password, must_change=False)
+        else:
+            db.add_user(me, "demo", "operator", password)
+            db.set_password(me, "demo", password, must_change=False)
+        _TOKEN[:] = [db.create_token(me, "demo", f"demo-{secrets.token_hex(4)}", 86400).secret]
+    finally:
+        db.close()
+    return password
+
+
 def get_json(path: str) -> object:
-    with urllib.request.urlopen(f"http://127.0.0.1:{API_PORT}{path}", timeout=2) as r:
+    headers = {"Authorization": f"Bearer {_TOKEN[0]}"} if _TOKEN else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{API_PORT}{path}", headers=headers)
+    with urllib.request.urlopen(req, timeout=2) as r:
         return orjson.loads(r.read())
 
 
@@ -140,6 +169,7 @@ def main() -> int:
         log = open(VAR / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         procs.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)))
 
+    password = demo_login()
     try:
         start("collector", [sys.executable, "-m", "collector.cli", "run", "--config", str(HERE / "collector.yaml")])
         deadline = time.monotonic() + 20
@@ -160,6 +190,7 @@ def main() -> int:
         rel = lambda p: os.path.relpath(p, Path.cwd())  # noqa: E731
         con.rule("[bold]netwatch demo / 演示[/bold]")
         con.print(f"status page 状态页      http://127.0.0.1:{API_PORT}/")
+        con.print(f"log in 登录             demo / {password}   (operator; a new password each run 每次运行新密码)")
         con.print(
             f"agents 采集节点         .venv/bin/netwatch-collector agents --config {rel(HERE / 'collector.yaml')}"
         )
