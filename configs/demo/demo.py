@@ -96,7 +96,9 @@ def demo_login() -> str:
     cfg = collector_config.load(HERE / "collector.yaml")
     db = UserDB(cfg.data_dir / "users.db")
     me = LocalAdmin("demo")
-    password = "Demo-" + secrets.token_urlsafe(9)
+    password = "Nw-" + secrets.token_urlsafe(12)
+    while "demo" in password.lower():  # the policy refuses a password containing the user name
+        password = "Nw-" + secrets.token_urlsafe(12)
     try:
         if "demo" in {u.name for u in db.users()}:
             db.set_password(me, "demo", password, must_change=False)
@@ -151,6 +153,7 @@ def main() -> int:
     sys.path.insert(0, str(HERE))
     import sim_modbus
 
+    password = demo_login()  # before anything starts, so a failure here leaves nothing running
     room = sim_modbus.start(MODBUS_PORT, period_s=180)
     # Switches and a UPS: snmpsim serving recordings of real devices (configs/demo/sim_snmp.py).
     # Its index of the recordings is kept outside var/demo, so only the first demo builds it.
@@ -169,7 +172,6 @@ def main() -> int:
         log = open(VAR / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         procs.append((name, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)))
 
-    password = demo_login()
     try:
         start("collector", [sys.executable, "-m", "collector.cli", "run", "--config", str(HERE / "collector.yaml")])
         deadline = time.monotonic() + 20
