@@ -202,10 +202,18 @@ class Hardening:
             return
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            await send_json(send_with_headers, 413, {"error": f"body too large (at most {MAX_BODY_BYTES} bytes)"})
+            # the body is not read: the connection cannot carry another request, so it closes
+            await send_json(
+                send_with_headers,
+                413,
+                {"error": f"body too large (at most {MAX_BODY_BYTES} bytes)"},
+                [(b"connection", b"close")],
+            )
             return
         if length is None and _header(scope, b"transfer-encoding") is not None:
-            await send_json(send_with_headers, 411, {"error": "send the body with a Content-Length"})
+            await send_json(
+                send_with_headers, 411, {"error": "send the body with a Content-Length"}, [(b"connection", b"close")]
+            )
             return
         if self.in_flight >= WORKERS + MAX_QUEUED:
             self.refused_busy += 1
