@@ -56,6 +56,26 @@ def _load(path: Path | None) -> collector_config.CollectorConfig:
         raise typer.Exit(EXIT_CONFIG) from None
 
 
+def _first_admin(path: Path) -> None:
+    """On the very first run there is no account: make ``admin`` with a one-time password and show
+    it here, once (never logged, never stored in clear; it must be changed at first login)."""
+    from collector.users import UserDB
+
+    db = UserDB(path)
+    try:
+        if db.users():
+            return
+        password = db.ensure_first_admin()
+    finally:
+        db.close()
+    if password is not None:
+        typer.echo(
+            f"first run: user admin, one-time password {password} — change it at first login; it is not "
+            "shown again / 首次运行：用户 admin，一次性密码如上，首次登录须修改，不再显示",
+            err=True,
+        )
+
+
 @app.command()
 def run(
     config: ConfigOpt = None, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info"
@@ -69,6 +89,8 @@ def run(
         stream=sys.stderr,
     )
     from collector.service import Collector
+
+    _first_admin(cfg.data_dir / "users.db")
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

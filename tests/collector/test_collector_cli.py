@@ -203,3 +203,42 @@ def test_agent_supplied_markup_is_printed_not_parsed(hostile: Path) -> None:
     assert HOSTILE[1] in plain(runs["stats"].stdout)
     assert f"{HOSTILE[1]} hot \\x1b]8;;https://evil.example\\x1b\\esc" in runs["alerts"].stdout
     assert "[/x] 过热" in runs["alerts"].stdout
+
+
+def test_first_run_makes_admin_with_a_one_time_password_shown_once(tmp_path: Path) -> None:
+    import signal
+
+    from services import free_port
+
+    from collector.users import UserDB
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"collector: {{data_dir: {tmp_path / 'd'}}}\nembedded_broker: {{port: {free_port()}}}\napi: {{enabled: false}}\n"
+    )
+
+    def run_once() -> str:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "run", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(4)
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=60)
+        return out
+
+    first = run_once()
+    lines = [ln for ln in first.splitlines() if "one-time password" in ln]
+    assert len(lines) == 1, first
+    password = lines[0].split("one-time password ", 1)[1].split(" ", 1)[0]
+    db = UserDB(tmp_path / "d" / "users.db")
+    try:
+        (admin,) = db.users()
+        assert admin.name == "admin" and admin.role == "admin" and admin.must_change_password
+        assert db.authenticate("admin", password, "test").__class__.__name__ == "Session"
+    finally:
+        db.close()
+    assert password not in (tmp_path / "d" / "users.db").read_bytes().decode("latin-1")
+    assert "one-time password" not in run_once()  # never again
