@@ -17,9 +17,8 @@ from typing import Annotated
 
 import typer
 
-from collector import config as collector_config
+from collector.cli_common import ConfigOpt, JsonOpt, load_config
 from probes.base import parse_duration
-from probes.configfile import ConfigError
 from probes.output import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -40,20 +39,6 @@ app = typer.Typer(
     help="netwatch collector: receives agents' metrics over MQTT, stores them, and shows the tree.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="collector config (YAML); default: embedded broker + SQLite in var/collector"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
-
-
-def _load(path: Path | None) -> collector_config.CollectorConfig:
-    try:
-        return collector_config.load(path)
-    except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
-        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def _first_admin(path: Path) -> None:
@@ -81,7 +66,7 @@ def run(
     config: ConfigOpt = None, log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info"
 ) -> None:
     """Run the collector until stopped (SIGINT/SIGTERM)."""
-    cfg = _load(config)
+    cfg = load_config(config)
     os.umask(0o077)  # whatever the service manager gave: what we write is ours alone
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
@@ -129,7 +114,7 @@ def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) 
     """List the agents the collector knows: site, status, last seen, batches and samples."""
     if ctx.invoked_subcommand is not None:
         return
-    cfg = _load(config)
+    cfg = load_config(config)
     from collector.state import read_agents
 
     if not cfg.state_path.exists():
@@ -202,7 +187,7 @@ def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) 
 @agents_app.command("unknown")
 def agents_unknown(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Agents that sent something but are neither in the topology nor admitted (refused, counted)."""
-    cfg = _load(config)
+    cfg = load_config(config)
     from collector.state import read_unknown_agents
 
     rows = read_unknown_agents(cfg.state_path) if cfg.state_path.exists() else []
@@ -231,7 +216,7 @@ def agents_admit(
     up within seconds). Better still: add it to the topology file."""
     from protocol.ids import valid_id
 
-    cfg = _load(config)
+    cfg = load_config(config)
     if not valid_id(agent) or not valid_id(site):
         console().print("[red]agent and site ids are letters, digits, '.', '_' and '-', at most 64[/red]")
         raise typer.Exit(EXIT_CONFIG)
@@ -279,7 +264,7 @@ def query(
     json: JsonOpt = False,
 ) -> None:
     """Print stored samples of one measurement from the SQLite store."""
-    cfg = _load(config)
+    cfg = load_config(config)
     if cfg.sqlite_path is None or not cfg.sqlite_path.exists():
         console().print(
             f"no SQLite store at {lit(cfg.sqlite_path)} / 没有 SQLite 存储"
@@ -321,7 +306,7 @@ def query(
 @app.command()
 def stats(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """The collector's counters: received, stored, duplicates, rejected by reason."""
-    cfg = _load(config)
+    cfg = load_config(config)
     from collector.state import read_counters
 
     if not cfg.state_path.exists():

@@ -10,22 +10,11 @@ from typing import Annotated
 
 import typer
 
-from collector import config as collector_config
 from collector.audit import AuditReader
 from collector.backup import BackupError, backup, restore
-from probes.configfile import ConfigError
+from collector.cli_common import ConfigOpt, load_config
 from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console, lit
 from protocol.signing import KeyFileError, PublicKey
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="collector config (YAML)", metavar="<path>")]
-
-
-def _load(config: Path | None) -> collector_config.CollectorConfig:
-    try:
-        return collector_config.load(config)
-    except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _actor() -> str:
@@ -41,7 +30,7 @@ def backup_cmd(
 ) -> None:
     """Back up the centre: state, alerts, audit log, users, keys, this config, the topology, the
     rules and the desired agent configs (not the metrics). Safe while the collector runs."""
-    cfg = _load(config)
+    cfg = load_config(config)
     from collector.control import open_audit
 
     try:
@@ -68,7 +57,7 @@ def restore_cmd(
 ) -> None:
     """Restore the centre's databases and keys into data_dir (and its config files into --etc, to
     review), then verify the restored audit log. Exit 0 only when the log is intact."""
-    cfg = _load(config)
+    cfg = load_config(config)
     try:
         r = restore(file, cfg.data_dir, etc if etc is not None else cfg.data_dir / "restored-etc", force=force)
     except BackupError as e:

@@ -12,27 +12,14 @@ import orjson
 import typer
 
 from collector import config as collector_config
+from collector.cli_common import ConfigOpt, JsonOpt, load_config
 from collector.control import Controller, Progress, desired, diff, key_path, next_key_path, open_audit
 from probes.configfile import ConfigError
 from probes.output import EXIT_OK, EXIT_PROBLEM, EXIT_RUNTIME, EXIT_USAGE, console, lit, print_json_lines
 from protocol.signing import SigningKey
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="collector config (YAML)", metavar="<path>"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line, for scripts")]
-
 config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Desired agent configs: diff and push.")
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The centre's signing key: show, rotate.")
-
-
-def _load(config: Path | None) -> collector_config.CollectorConfig:
-    try:
-        return collector_config.load(config)
-    except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _issuer() -> str:
@@ -68,7 +55,7 @@ def _targets(cfg: collector_config.CollectorConfig, agent: str | None, site: str
 @config_app.command("diff")
 def config_diff(agent: Annotated[str, typer.Argument(help="agent id")], config: ConfigOpt = None) -> None:
     """What a push would change for AGENT: the last pushed config against the desired one."""
-    cfg = _load(config)
+    cfg = load_config(config)
     from collector.state import StateDB
 
     st = StateDB(cfg.state_path)
@@ -96,7 +83,7 @@ def config_push(
 ) -> None:
     """Sign and publish the desired config to agents; show who applied it, who refused and why,
     who has not answered. Exit 0 only when every agent applied it."""
-    cfg = _load(config)
+    cfg = load_config(config)
     targets = _targets(cfg, agent, site, all_)
     if not targets:
         console().print("no agents to push to / 没有要下发的节点")
@@ -176,7 +163,7 @@ def exec_(
 ) -> None:
     """Run an agent CLI command on AGENT and print what it printed, as if run on the node:
     `netwatch-collector exec town-1 -- snmp walk --device sw1 1.3.6.1.2.1.1`. Exits with its code."""
-    cfg = _load(config)
+    cfg = load_config(config)
     argv = list(argv[1:] if argv and argv[0] == "--" else argv)
     if not argv:
         console().print("[red]give the agent's command after --, e.g. -- snmp walk --device sw1 1.3.6.1.2.1.1[/red]")
@@ -235,7 +222,7 @@ def _audit_key(
 def keys_show(config: ConfigOpt = None) -> None:
     """The centre's public key (what agents' control.centre_key holds), and the next one if a
     rotation is under way."""
-    cfg = _load(config)
+    cfg = load_config(config)
     key = SigningKey.load_or_create(key_path(cfg))
     console().print(f"current {key.id}: {key.public.text}")
     nxt = next_key_path(cfg)
@@ -253,7 +240,7 @@ def keys_rotate(
     """Start a rotation (a next key, announced to agents with every push signed by the current
     one), or --finish it (the next key becomes the current; agents that got the announcement
     follow; agents that did not will refuse until their centre_key is updated on the node)."""
-    cfg = _load(config)
+    cfg = load_config(config)
     cur, nxt = key_path(cfg), next_key_path(cfg)
     if not finish:
         if nxt.exists():
