@@ -202,18 +202,13 @@ class Hardening:
             return
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            # the body is not read: the connection cannot carry another request, so it closes
-            await send_json(
-                send_with_headers,
-                413,
-                {"error": f"body too large (at most {MAX_BODY_BYTES} bytes)"},
-                [(b"connection", b"close")],
-            )
+            # (no Connection: close here: closing with the body unread resets the connection before
+            # the client has read this answer; uvicorn drops the connection when the body turns out
+            # not to be a request)
+            await send_json(send_with_headers, 413, {"error": f"body too large (at most {MAX_BODY_BYTES} bytes)"})
             return
         if length is None and _header(scope, b"transfer-encoding") is not None:
-            await send_json(
-                send_with_headers, 411, {"error": "send the body with a Content-Length"}, [(b"connection", b"close")]
-            )
+            await send_json(send_with_headers, 411, {"error": "send the body with a Content-Length"})
             return
         if self.in_flight >= WORKERS + MAX_QUEUED:
             self.refused_busy += 1

@@ -309,7 +309,9 @@ def test_oversized_and_unsized_bodies(server: tuple[ApiServer, FakeCollector]) -
     srv, _ = server
     port = port_of(srv)
     code, headers, body = raw(
-        port, f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 99999999\r\n\r\n".encode()
+        # Connection: close, or the server keeps the connection open for its keep-alive after the 413
+        port,
+        f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n".encode(),
     )
     assert code == 413 and "too large" in orjson.loads(body)["error"] and headers["server"] == "netwatch"
     code, _, body = raw(
