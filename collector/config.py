@@ -97,9 +97,11 @@ class Limits(StrictModel):
     #: distinct series one agent may have; samples opening more are dropped and counted
     max_series_per_agent: int = Field(20_000, ge=1)
     #: what one agent may send, on average over ``quota_burst``: messages past it are refused and
-    #: counted (over_quota). A township sends a few KiB/s; its backlog drains at 32 KiB/s by default.
-    agent_bytes_per_s: ByteSize = 1024 * 1024
-    agent_messages_per_s: float = Field(50.0, gt=0)
+    #: counted (over_quota) — and lost, so the quota must sit above an honest agent's worst burst.
+    #: A township sends a few KiB/s; its backlog drains at 32 KiB/s by default, and a day's backlog
+    #: sent with ``drain_rate: 0`` is ~1,500 messages / ~11 MiB at once (bench/backlog): both fit.
+    agent_bytes_per_s: ByteSize = 4 * 1024 * 1024
+    agent_messages_per_s: float = Field(500.0, gt=0)
     quota_burst: Duration = 10.0
     #: messages received but not yet processed, in bytes; past it the broker waits for us
     max_queue_bytes: ByteSize = 64 * 1024 * 1024
