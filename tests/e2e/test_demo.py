@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.e2e
+# The demo binds fixed ports: its tests share one pytest-xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("demo-ports")]
 
 
 def _port_free(port: int) -> bool:

@@ -56,24 +56,26 @@ def _body(doc: object) -> bytes:
 GOOD = {"agent": "a", "site": "s", "seq": 1, "sent": NOW, "samples": []}
 
 
-@pytest.mark.parametrize(
-    ("payload", "reason"),
-    [
-        (b"hello world", "bad_header"),
-        (b"", "bad_header"),
-        (wire.MAGIC + bytes((9, 1)) + b"x", "bad_version"),
-        (wire.MAGIC + bytes((1, 7)) + b"x", "bad_compression"),
-        (wire.MAGIC + bytes((1, 1)) + b"not zlib at all", "bad_compression"),
-        (wire.MAGIC + bytes((1, 1)) + zlib.compress(b"{" * 10)[:-4], "bad_compression"),
-        (wire.MAGIC + bytes((1, 1)) + zlib.compress(b"{not json"), "bad_json"),
-        (_body([1, 2, 3]), "bad_schema"),
-        (_body({**GOOD, "seq": -1}), "bad_schema"),
-        (_body({**GOOD, "seq": "7"}), "bad_schema"),
-        (_body({**GOOD, "samples": {}}), "bad_schema"),
-        (_body({**GOOD, "agent": "b"}), "agent_mismatch"),
-        (b"NW\x01\x00" + b" " * (2 * 1024 * 1024), "too_large"),
-    ],
-)
+REFUSALS = [
+    (b"hello world", "bad_header"),
+    (b"", "bad_header"),
+    (wire.MAGIC + bytes((9, 1)) + b"x", "bad_version"),
+    (wire.MAGIC + bytes((1, 7)) + b"x", "bad_compression"),
+    (wire.MAGIC + bytes((1, 1)) + b"not zlib at all", "bad_compression"),
+    (wire.MAGIC + bytes((1, 1)) + zlib.compress(b"{" * 10)[:-4], "bad_compression"),
+    (wire.MAGIC + bytes((1, 1)) + zlib.compress(b"{not json"), "bad_json"),
+    (_body([1, 2, 3]), "bad_schema"),
+    (_body({**GOOD, "seq": -1}), "bad_schema"),
+    (_body({**GOOD, "seq": "7"}), "bad_schema"),
+    (_body({**GOOD, "samples": {}}), "bad_schema"),
+    (_body({**GOOD, "agent": "b"}), "agent_mismatch"),
+    (b"NW\x01\x00" + b" " * (2 * 1024 * 1024), "too_large"),
+]
+
+
+# Ids by position: the payloads hold the current time, and pytest-xdist needs every worker to
+# collect the same names.
+@pytest.mark.parametrize(("payload", "reason"), REFUSALS, ids=[f"{i}-{r}" for i, (_, r) in enumerate(REFUSALS)])
 def test_refusals_name_their_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(wire.WireError) as e:
         wire.decode(payload, topic_agent="a", now_ns=NOW)
