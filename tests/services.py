@@ -564,11 +564,11 @@ reporting-disabled = true
 bind-address = "127.0.0.1:{self.rpc_port}"
 
 [meta]
-  dir = "{w / 'meta'}"
+  dir = "{w / "meta"}"
 
 [data]
-  dir = "{w / 'data'}"
-  wal-dir = "{w / 'wal'}"
+  dir = "{w / "data"}"
+  wal-dir = "{w / "wal"}"
   query-log-enabled = false
 
 [monitor]
@@ -648,9 +648,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         if epoch is not None:
             fields["epoch"] = epoch
         fields.update(params or {})
-        req = urllib.request.Request(
-            self.url + "/query", data=urllib.parse.urlencode(fields).encode(), method="POST"
-        )
+        req = urllib.request.Request(self.url + "/query", data=urllib.parse.urlencode(fields).encode(), method="POST")
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
         creds = (self.admin_user, self.admin_password) if auth is True else auth or None
         if creds:

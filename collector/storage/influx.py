@@ -310,7 +310,9 @@ class Influx1Sink(_LineSink):
         reasons = detail[len(_PARTIAL) :]
         m = _DROPPED.search(reasons)
         if m is None:
-            log.warning("store %s: a partial write without a count; counting all %d lines refused", self.url, len(lines))
+            log.warning(
+                "store %s: a partial write without a count; counting all %d lines refused", self.url, len(lines)
+            )
             return len(lines)
         # Our lines hold no raw line breaks (the encoder escapes them): each "\n" is the server's.
         unparsed = sum(1 for part in reasons[: m.start()].split("\n") if part.startswith(_UNPARSED))
@@ -320,9 +322,9 @@ class Influx1Sink(_LineSink):
         if status == 401:
             return " — check username and password"
         if status == 403:
-            return f" — the user needs WRITE on the database: GRANT WRITE ON \"{self.database}\" TO <user>"
+            return f' — the user needs WRITE on the database: GRANT WRITE ON "{self.database}" TO <user>'
         if status == 404:
-            return f" — create the database (CREATE DATABASE \"{self.database}\") or fix storage.influxdb.database"
+            return f' — create the database (CREATE DATABASE "{self.database}") or fix storage.influxdb.database'
         if "retention policy not found" in detail:
             return " — create it or fix storage.influxdb.retention_policy"
         if 300 <= status < 400:
