@@ -549,3 +549,22 @@ def test_influxd_fixture(influxd: Influxd) -> None:
     assert wrong == {"error": "authorization failed", "status": 401}
     users = influxd.points("SHOW USERS")
     assert {"user": influxd.admin_user, "admin": True} in users
+
+
+def test_example_config_both_flavours(tmp_path: Path) -> None:
+    """configs/collector.example.yaml loads, and so does its commented InfluxDB 1.x block put in
+    place of the v2 one."""
+    example = Path(__file__).parents[3] / "configs" / "collector.example.yaml"
+    v2 = load(example, check_files=False).influxdb
+    assert v2 is not None and v2.version == 2 and v2.bucket == "netwatch"
+    lines = example.read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("  influxdb:")))
+    alt = lines.index(next(line for line in lines if line.startswith("  # influxdb:")))
+    end = alt
+    while end < len(lines) and lines[end].startswith("  # "):
+        end += 1
+    uncommented = ["  " + line[4:] for line in lines[alt:end]]
+    (tmp_path / "c.yaml").write_text("\n".join(lines[:start] + uncommented + lines[end:]) + "\n")
+    v1 = load(tmp_path / "c.yaml", check_files=False).influxdb
+    assert v1 is not None and v1.version == 1 and v1.database == "netwatch" and v1.username == "netwatch"
+    assert v1.password_file is not None and v1.password_file.name == "influx.pass"
