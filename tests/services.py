@@ -710,6 +710,20 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         except urllib.error.HTTPError as e:
             raise InfluxQueryError(f"HTTP {e.code}: {e.read().decode('utf-8', 'replace')}") from None
 
+    def storage_config(self, db: str, password_file: Path) -> dict[str, Any]:
+        """The collector's ``storage.influxdb`` section for writing into ``db`` as the admin; writes
+        the password to ``password_file`` (0600)."""
+        password_file.write_text(self.admin_password + "\n")
+        password_file.chmod(0o600)
+        return {
+            "version": 1,
+            "url": self.url,
+            "database": db,
+            "username": self.admin_user,
+            "password_file": str(password_file),
+            "timeout": 5,
+        }
+
     def __enter__(self) -> Influxd:
         return self
 

@@ -551,6 +551,17 @@ def test_influxd_fixture(influxd: Influxd) -> None:
     assert {"user": influxd.admin_user, "admin": True} in users
 
 
+def test_influxd_storage_config_drives_the_collector(influxd: Influxd, db: str, tmp_path: Path) -> None:
+    section = influxd.storage_config(db, tmp_path / "pw")
+    assert (tmp_path / "pw").stat().st_mode & 0o777 == 0o600
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"collector": {"data_dir": str(tmp_path / "d")}, "storage": {"influxdb": section}}))
+    (sink,) = build_sinks(load(cfg))
+    sink.write([Sample("m", {"k": "v"}, {"v": 42}, an_hour_start())])
+    sink.close()
+    assert [r["v"] for r in influxd.points("SELECT v FROM m", db)] == [42]
+
+
 def test_example_config_both_flavours(tmp_path: Path) -> None:
     """configs/collector.example.yaml loads, and so does its commented InfluxDB 1.x block put in
     place of the v2 one."""
