@@ -102,7 +102,7 @@ class Collector:
             known_series=self.state.load_series(),
         )
         self.store = Store(build_sinks(cfg), self.counters, self._stopping)
-        self.inventory = Inventory(self.state)
+        self.inventory = Inventory(self.state, lambda agent: (self.registry.identity(agent) or {}).get("county", ""))
         if alert_engine is None and cfg.alerting is not None:
             from collector.alerting.engine import AlertEngine
 
