@@ -74,6 +74,14 @@ class AlertEngine:
         for a in self.active.values():
             if a.rule != UNREACHABLE:
                 self.evaluator.restore(a.rule, a.labels, firing=True, last_ns=a.starts_ns, value=a.value)
+        # A site cut off because its agents were offline stays so until their retained statuses
+        # say otherwise (they come again on reconnecting): else the first tick after a restart
+        # would resolve it, and re-fire it a moment later — a phantom recovery in the report too.
+        if self.topology is not None:
+            for a in self.active.values():
+                site = self.topology.sites.get(a.labels.get("site", ""))
+                if a.rule == UNREACHABLE and a.labels.get("reason") == "agents" and site is not None:
+                    self.agents_offline.update(site.agents)
         for rule_name, labels, last_ns in self.store.last_seen():
             rule = self.watcher.rules.by_name.get(rule_name)
             if rule is None:
