@@ -34,13 +34,17 @@ def register_report_routes(app: FastAPI, reader: Any, collector: object) -> None
     )
     async def report(
         p: Annotated[Any, reader],
-        month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="the month, YYYY-MM")],
+        month: Annotated[
+            str | None, Query(pattern=r"^\d{4}-\d{2}$", description="the month, YYYY-MM; default: this month so far")
+        ] = None,
         format: Annotated[Literal["html", "csv"], Query(description="html (printable) or csv (Excel)")] = "html",
     ) -> Response:
         """The monthly availability report / 月度网络运行情况通报 (months in the collector's time zone)."""
         if not isinstance(collector, HasConfig):
             raise HTTPException(404, "no report here: this API has no collector config to read")
         cfg = collector.cfg
+        if month is None:
+            month = rep.this_month(cfg.collector.timezone)
         try:
             r = await run_in_threadpool(rep.build, cfg, month)
         except rep.ReportError as e:

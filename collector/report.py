@@ -84,6 +84,12 @@ class Month:
         return _ns(self.start), _ns(self.end)
 
 
+def this_month(zone: str, now_ns: int | None = None) -> str:
+    """``YYYY-MM`` of now in ``zone``."""
+    now = now_ns if now_ns is not None else time.time_ns()
+    return datetime.fromtimestamp(now // NS, ZoneInfo(zone)).strftime("%Y-%m")
+
+
 def _ns(d: datetime) -> int:
     # exact: whole seconds (the month bounds) times 1e9, no float rounding
     return int(d.timestamp()) * NS

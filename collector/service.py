@@ -281,6 +281,8 @@ class Collector:
             **self.store_spools(),
             "queue_depth": self.receiver.depth,
             "queue_bytes": self.receiver.depth_bytes,
+            # device changes dated before the device's last recorded one (a late backlog): not recorded
+            "availability_late_changes": self.state.transitions.late,
             **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
         }
