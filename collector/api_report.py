@@ -29,7 +29,7 @@ def register_report_routes(app: FastAPI, reader: Any, collector: object) -> None
     @app.get(
         "/report",
         tags=["report"],
-        response_class=HTMLResponse,
+        response_class=Response,
         responses={200: {"content": {"text/html": {}, "text/csv": {}}, "description": "the report"}},
     )
     async def report(
