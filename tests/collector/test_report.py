@@ -493,3 +493,29 @@ def test_report_reads_without_waiting_for_a_time(setup: tuple[Path, Path]) -> No
     b = report(setup[0], "2026-11", NOW + 40 * 86400 * NS)
     a.pop("generated"), b.pop("generated")
     assert a == b
+
+
+def test_a_device_is_down_while_all_its_probes_say_down(tmp_path: Path) -> None:
+    from collector.availability import DeviceTracker
+    from probes.model import status_sample
+
+    st = StateDB(tmp_path / "state.db")
+    tracker = DeviceTracker(st.transitions)
+    tags = {"device": "sw1", "site": "a-t1", "county": "county-a"}
+
+    def ps(probe: str, status: str, t: int) -> Any:
+        return status_sample(probe, "10.0.0.1", status, tags=tags, time_ns=t)  # type: ignore[arg-type]
+
+    assert tracker.observe([ps("icmp", "ok", 1), ps("snmp", "ok", 1)]) == 1  # first sight: up
+    assert tracker.observe([ps("snmp", "down", 2)]) == 0  # icmp still answers: up
+    assert tracker.observe([ps("icmp", "down", 3)]) == 1  # both down: down at 3
+    assert tracker.observe([ps("icmp", "down", 4), ps("snmp", "down", 4)]) == 0
+    assert tracker.observe([ps("snmp", "degraded", 5)]) == 1  # a part answers: up at 5
+    assert tracker.observe([status_sample("icmp", "x", "down", time_ns=6)]) == 0  # no device tag: not a device
+    rows = st._db.execute("SELECT subject, site, county, state, at_ns FROM transitions ORDER BY id").fetchall()
+    assert rows == [
+        ("sw1", "a-t1", "county-a", "up", 1),
+        ("sw1", "a-t1", "county-a", "down", 3),
+        ("sw1", "a-t1", "county-a", "up", 5),
+    ]
+    st.close()
