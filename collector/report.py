@@ -383,7 +383,9 @@ def compute(
         c.agents.add(f.agents)
         c.devices.add(f.devices)
         c.device_list += f.device_list
-    all_sites = sorted(figures.values(), key=lambda f: f.id)
+    # in the topology's order (the tree, top down), then any site it does not list
+    order = {s.id: i for i, s in enumerate(sites)}
+    all_sites = sorted(figures.values(), key=lambda f: (order.get(f.id, len(order)), f.id))
     devices = sorted(
         ((d, f.id, s) for f in all_sites for d, s in f.device_list if s.down_ns > 0 or s.outages > 0),
         key=lambda x: (-x[2].down_ns, -x[2].outages, x[0]),
@@ -519,6 +521,8 @@ def _e(v: object) -> str:
 
 
 def _stat_cells(st: Stats, mttr: bool = True) -> str:
+    if not st.observed_ns:
+        return "<td>—</td>" * (4 if mttr else 3)
     out = f"<td>{pct(st.uptime)}</td><td>{st.outages}"
     if st.open_outages:
         out += f' <span class="open">({st.open_outages} open / 未恢复)</span>'
@@ -563,9 +567,9 @@ NOTES = (
         "number and downtime, not in MTTR.",
     ),
     (
-        "上联中断即站点不可达（上级看到链路中断，或其全部代理离线）；上级站点不可达期间，下级站点的时间只计入上级。",
+        "上联中断即站点不可达（上级看到链路中断，或其全部代理离线）；上级站点不可达期间，下级站点上联的时间只计入上级。",
         "An uplink outage is the site being unreachable (its parent sees the link down, or all its agents are "
-        "offline); while an ancestor is cut off, the time counts against the ancestor only.",
+        "offline); while an ancestor is cut off, the uplink's time counts against the ancestor's only.",
     ),
     (
         "排名依次按上联可用率、代理在线率、中断总时长、站点编号；县的数据为本县及下辖站点之和。",

@@ -205,6 +205,7 @@ def test_november_by_hand(setup: tuple[Path, Path]) -> None:
     r = report(setup[0], "2026-11")
     assert r["start"] == "2026-11-01T00:00:00+08:00" and r["end"] == "2026-12-01T00:00:00+08:00"
     assert r["partial"] is False
+    assert [s["site"] for s in r["sites"]] == list(COUNTY)  # the tree's order, top down
 
     # county-a uplink: 31 Oct 22:00 → 1 Nov 02:00 has 2 h = 7,200 s in November; 10 Nov 10:00 → 10:30
     # = 1,800 s (the repeated down at 10:10 and up at 10:40 change nothing). Downtime 9,000 s, two
