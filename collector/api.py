@@ -146,15 +146,16 @@ async def send_json(send: Send, status: int, obj: object, extra: Sequence[tuple[
     await send({"type": "http.response.body", "body": body})
 
 
-def security_headers(ctype: bytes, https: bool) -> list[tuple[bytes, bytes]]:
-    csp = PAGE_CSP if ctype.startswith(b"text/html") else JSON_CSP
+def security_headers(ctype: bytes, https: bool, page_csp: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """``page_csp``: an HTML page's own policy (the report's style hash), kept instead of the status page's."""
+    csp = (page_csp or PAGE_CSP.encode()) if ctype.startswith(b"text/html") else JSON_CSP.encode()
     out = [
         (b"server", SERVER_NAME.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
         (b"cache-control", b"no-store"),
-        (b"content-security-policy", csp.encode()),
+        (b"content-security-policy", csp),
     ]
     if https:
         out.append((b"strict-transport-security", b"max-age=31536000"))
@@ -185,7 +186,8 @@ class Hardening:
             if message["type"] == "http.response.start":
                 headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
                 ctype = next((v for k, v in headers if k == b"content-type"), b"")
-                headers = [(k, v) for k, v in headers if k not in _OURS] + security_headers(ctype, https)
+                own_csp = next((v for k, v in headers if k == b"content-security-policy"), None)
+                headers = [(k, v) for k, v in headers if k not in _OURS] + security_headers(ctype, https, own_csp)
                 message = {**message, "headers": headers}
             await send(message)
 

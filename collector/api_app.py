@@ -38,6 +38,7 @@ from collector.api_page import (
     password_page,
     status_page,
 )
+from collector.api_report import register_report_routes
 from probes.base import parse_duration
 from protocol.control import READ_COMMANDS, is_read_command
 from protocol.ids import ID_PATTERN
@@ -577,6 +578,7 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         return Depends(check)
 
     Reader = Annotated[Principal, need(u.READ)]
+    register_report_routes(app, need(u.READ), collector)  # GET /report (collector/api_report.py)
 
     # -- health (no login: says nothing sensitive)
     @app.get("/health", response_model=HealthOut, tags=["status"])

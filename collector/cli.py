@@ -342,6 +342,10 @@ app.command("backup")(backup_cmd)
 app.command("restore")(restore_cmd)
 app.command("exec", context_settings={"allow_interspersed_args": False})(exec_)
 app.add_typer(rules_app, name="rules")
+# The monthly availability report (collector/cli_report.py, collector/report.py)
+from collector.cli_report import report_cmd  # noqa: E402 - after app is defined
+
+app.command("report")(report_cmd)
 
 
 def main() -> None:

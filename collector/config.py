@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from probes.base import ByteSize, Duration, ExistingFile, LocalPath, validation_context
 from probes.configfile import (
@@ -34,6 +35,17 @@ class Identity(StrictModel):
     data_dir: LocalPath = Path("var/collector")
     #: how often the collector stores (and alerts on) its own health: netwatch_collector samples
     self_metrics_interval: Duration = 30.0
+    #: the city's time zone (IANA name): where the availability report's months begin and end
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Shanghai") from None
+        return v
 
 
 class EmbeddedBroker(StrictModel):

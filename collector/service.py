@@ -118,7 +118,7 @@ class Collector:
             known_series=self.state.load_series(),
         )
         self.store = Store(build_sinks(cfg), self.counters, self._stopping)
-        self.inventory = Inventory(self.state)
+        self.inventory = Inventory(self.state, lambda agent: (self.registry.identity(agent) or {}).get("county", ""))
         if alert_engine is None and cfg.alerting is not None:
             from collector.alerting.engine import AlertEngine
 
@@ -297,6 +297,8 @@ class Collector:
             **self.store_spools(),
             "queue_depth": self.receiver.depth,
             "queue_bytes": self.receiver.depth_bytes,
+            # device changes dated before the device's last recorded one (a late backlog): not recorded
+            "availability_late_changes": self.state.transitions.late,
             **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
         }

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from collector.availability import TransitionLog
 from probes.files import private_file
 from protocol.status import Status
 
@@ -124,6 +125,8 @@ class StateDB:
         for col, decl in _ADDED_COLUMNS.items():
             if col not in have:
                 self._db.execute(f"ALTER TABLE agents ADD COLUMN {col} {decl}")
+        #: agents' and devices' up/down changes (collector/availability.py), for the monthly report
+        self.transitions = TransitionLog(self._db)
 
     def record_batch(self, agent: str, site: str, seq: int, samples: int, now_ns: int | None = None) -> None:
         now = now_ns or time.time_ns()
@@ -275,6 +278,7 @@ class StateDB:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
+            self.transitions.forget()  # its cache may hold what was just rolled back
             raise
         self._db.execute("COMMIT")
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from collector.alerting.config import AlertingConfig
 from collector.alerting.notify import Notifier
@@ -58,6 +58,7 @@ class AlertEngine:
         self._seen_dirty: dict[tuple[str, str], tuple[Mapping[str, str], int]] = {}
         self._last_seen_saved = 0.0
         self._last_prune = 0.0
+        self._uplinks_started = False
         self._restore()
         self.notifier = notifier
         #: told when the rule file changed (path, ok|refused, detail): the collector's audit log
@@ -73,6 +74,14 @@ class AlertEngine:
         for a in self.active.values():
             if a.rule != UNREACHABLE:
                 self.evaluator.restore(a.rule, a.labels, firing=True, last_ns=a.starts_ns, value=a.value)
+        # A site cut off because its agents were offline stays so until their retained statuses
+        # say otherwise (they come again on reconnecting): else the first tick after a restart
+        # would resolve it, and re-fire it a moment later — a phantom recovery in the report too.
+        if self.topology is not None:
+            for a in self.active.values():
+                site = self.topology.sites.get(a.labels.get("site", ""))
+                if a.rule == UNREACHABLE and a.labels.get("reason") == "agents" and site is not None:
+                    self.agents_offline.update(site.agents)
         for rule_name, labels, last_ns in self.store.last_seen():
             rule = self.watcher.rules.by_name.get(rule_name)
             if rule is None:
@@ -111,6 +120,7 @@ class AlertEngine:
         with self.store.transaction():
             for t in transitions:
                 self._apply(t, now_ns)
+            self._start_uplinks(now_ns)
             self._topology(now_ns)
             self._notify(now_ns)
             self._housekeeping(now_ns)
@@ -157,6 +167,28 @@ class AlertEngine:
                 if route.send_resolved:
                     self.store.enqueue(a.id, "resolved", channel, route.language, route.group_wait, now_ns)
 
+    # -- availability: a site's uplink is down while its site_unreachable alert fires ----------------
+    def _uplink(self, site: str, state: Literal["up", "down"], at_ns: int, detail: str = "") -> None:
+        topo = self.topology
+        if topo is None or site not in topo.sites:
+            return
+        county = topo.ancestor_of_kind(site, "county") or ""
+        self.store.transitions.note("uplink", site, state, at_ns, site=site, county=county, detail=detail)
+
+    def _start_uplinks(self, now_ns: int) -> None:
+        """On the first tick: every site's uplink record starts (up) unless it has one; a cut-off
+        restored from alerts.db stays down from when it began."""
+        if self._uplinks_started or self.topology is None:
+            return
+        self._uplinks_started = True
+        cut = {a.labels.get("site", ""): a for a in self.active.values() if a.rule == UNREACHABLE}
+        for sid in self.topology.sites:
+            a = cut.get(sid)
+            if a is not None:
+                self._uplink(sid, "down", a.starts_ns, a.labels.get("reason", ""))
+            elif self.store.transitions.last("uplink", sid) is None:
+                self._uplink(sid, "up", now_ns, "monitoring started")
+
     def _topology(self, now_ns: int) -> None:
         topo = self.topology
         if topo is None:
@@ -172,6 +204,7 @@ class AlertEngine:
             if a.rule == UNREACHABLE and a.labels.get("site") not in cuts:
                 del self.active[fp]
                 self._close(a, now_ns, None, now_ns)
+                self._uplink(a.labels.get("site", ""), "up", now_ns)
         for sid, c in cuts.items():
             fp = fingerprint(UNREACHABLE, {"site": sid})
             if fp not in self.active:
@@ -203,6 +236,7 @@ class AlertEngine:
         a = self.store.get(aid)
         assert a is not None
         self.active[fp] = a
+        self._uplink(c.site, "down", now_ns, c.reason)
 
     # -- what may be sent ----------------------------------------------------------------------
     def _silenced(self, a: AlertRow, now_ns: int) -> str | None:

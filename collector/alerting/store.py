@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from collector.availability import TransitionLog
 from probes.files import private_file
 
 SCHEMA = """
@@ -126,6 +127,8 @@ class AlertStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = connect(path)
+        #: sites' uplink up/down changes (collector/availability.py), written with the alerts
+        self.transitions = TransitionLog(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -138,6 +141,7 @@ class AlertStore:
             yield
         except BaseException:
             self.db.execute("ROLLBACK")
+            self.transitions.forget()
             raise
         self.db.execute("COMMIT")
 

@@ -137,6 +137,18 @@ class Topology:
             cur = self.parent.get(cur)
         return "/".join(reversed(parts))
 
+    def ancestor_of_kind(self, site: str, kind: str) -> str | None:
+        """The nearest of ``site`` and its ancestors that is of ``kind`` (its county, say)."""
+        cur: str | None = site
+        for _ in range(64):
+            if cur is None:
+                return None
+            node = self.sites.get(cur)
+            if node is not None and node.kind == kind:
+                return cur
+            cur = self.parent.get(cur)
+        return None
+
     def site_of(self, labels: Mapping[str, str]) -> str | None:
         """The site an alert belongs to: its site tag, else the site of its agent or device."""
         for key, table in (("site", self.sites), ("agent", self.agent_site), ("device", self.device_site)):

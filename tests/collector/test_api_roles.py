@@ -39,6 +39,8 @@ USERS = {"viewer": "vera", "operator": "otto", "admin": "ada", "security": "sec"
 
 
 class FakeCollector:
+    cfg: Any = None
+
     def stats(self) -> dict[str, Any]:
         return {"received_messages": 3, "stored_samples": 5, "rejected": {}, "connected": True}
 
@@ -155,7 +157,9 @@ def make_rig(tmp: Path) -> Iterator[Rig]:
         audit_keys=lambda: [audit_key],
     )
     audit_key = audit._key.public
-    srv = ApiServer(FakeCollector(), "127.0.0.1", 0, backend=backend)
+    view = FakeCollector()
+    view.cfg = cfg  # the report (GET /report) reads the collector's config
+    srv = ApiServer(view, "127.0.0.1", 0, backend=backend)
     srv.start()
     try:
         yield Rig(srv, users, audit, calls, alert_id, cfg.state_path)
@@ -180,6 +184,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str | None]] = [
     ("GET", "/api/query?measurement=icmp", None, "read"),
     ("GET", "/api/alerts", None, "read"),
     ("GET", "/api/silences", None, "read"),
+    ("GET", "/report?month=2026-11", None, "read"),
     ("POST", "/api/alerts/{alert}/ack", {"comment": "on it"}, "alerts.ack"),
     ("POST", "/api/silences", {"matchers": ["site=town-1"], "duration": "1h", "comment": "works"}, "alerts.silence"),
     ("GET", "/api/config/t1/diff", None, "config.push"),
