@@ -224,10 +224,21 @@ def test_first_run_makes_admin_with_a_one_time_password_shown_once(tmp_path: Pat
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(4)
+        # Until the collector says it runs (its start-up log line comes after the first-run
+        # account), not a fixed sleep: a loaded machine imports slowly.
+        assert p.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "stores: " in line:
+                break
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=60)
-        return out
+        return "".join(seen) + out
 
     first = run_once()
     lines = [ln for ln in first.splitlines() if "one-time password" in ln]
