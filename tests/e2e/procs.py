@@ -75,7 +75,7 @@ class CollectorProc(Proc):
         with urllib.request.urlopen(req, timeout=5) as r:
             return orjson.loads(r.read())
 
-    def wait_ready(self, timeout_s: float = 20.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():

@@ -20,7 +20,9 @@ from probes.model import PROBE_STATUS, Sample
 INTERVAL_S = 0.5
 REQUEST_TIMEOUT_S = 0.3
 RUN_S = 3.2
-TOLERANCE_S = 0.1  # event-loop and pty latency on a loaded 2-core machine
+# Event-loop and pty latency on a loaded 2-core machine; still below what a stall behind the dead
+# unit would add (its 3 tries: 0.9 s of bus time).
+TOLERANCE_S = 0.25
 
 
 def entry(name: str, target: str, unit: int, interval_s: float, timeout_s: float, **kw: Any) -> ProbeEntry:
