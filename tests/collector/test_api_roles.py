@@ -71,6 +71,9 @@ class FakeCollector:
             }
         ]
 
+    def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {}
+
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         return [Sample("icmp", {"site": "s", "agent": "t1"}, {"rtt_avg_ms": 1.5}, time.time_ns())]
 
