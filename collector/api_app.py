@@ -740,7 +740,14 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         finally:
             store.close()
         record(p.user, "alert.silence", f"#{sid}", "ok", source, {"matchers": matchers, "until": ends})
-        return {"id": sid, "matchers": matchers, "starts_ns": now, "ends_ns": ends, "author": p.user, "comment": comment}
+        return {
+            "id": sid,
+            "matchers": matchers,
+            "starts_ns": now,
+            "ends_ns": ends,
+            "author": p.user,
+            "comment": comment,
+        }
 
     @app.post("/api/alerts/{alert_id}/ack", response_model=AckOut, tags=["alerts"])
     def ack(
@@ -981,7 +988,12 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
             d.csrf = csrf_token(p.session_token)
         else:  # a token in a browser has no session to bind forms to: the JSON API is the way
             d.can_ack = d.can_silence = False
-        d.agents, d.stats, d.sites, d.latest = collector.agents(), collector.stats(), collector.sites(), collector.latest()
+        d.agents, d.stats, d.sites, d.latest = (
+            collector.agents(),
+            collector.stats(),
+            collector.sites(),
+            collector.latest(),
+        )
         if backend.alerts_path is not None:
             d.alerts, d.silences = [], []
             if backend.alerts_path.exists():

@@ -49,7 +49,11 @@ class CollectorView(Protocol):
 
 #: the stylesheet and the script, served at /static/<name> (api_app.py) with these types
 STATIC_DIR = Path(__file__).with_name("static")
-STATIC_TYPES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {
+    "page.css": "text/css; charset=utf-8",
+    "page.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 #: no inline script or style anywhere: both come from the collector itself; forms post to itself;
 #: the script's refresh fetches the page from itself
 PAGE_CSP = (
@@ -71,7 +75,10 @@ _T: dict[str, tuple[str, str]] = {
     "agents": ("Agents", "采集节点"),
     "no_alerts": ("No active alerts.", "当前无告警。"),
     "no_alerting": ("Alerting is not configured on this collector.", "本采集中心未启用告警。"),
-    "no_sites": ("No sites yet: no agent has reported and there is no topology file.", "暂无站点：没有节点上报，也没有拓扑文件。"),
+    "no_sites": (
+        "No sites yet: no agent has reported and there is no topology file.",
+        "暂无站点：没有节点上报，也没有拓扑文件。",
+    ),
     "no_silences": ("No active silences.", "当前无静默。"),
     "ok": ("ok", "正常"),
     "warning": ("warning", "警告"),
@@ -169,7 +176,15 @@ def _age(ns: int | None, now_ns: int | None = None) -> str:
     if not ns:
         return "—"
     s = max(0.0, ((now_ns or time.time_ns()) - ns) / 1e9)
-    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h" if s < 172800 else f"{s / 86400:.0f}d"
+    return (
+        f"{s:.0f}s"
+        if s < 120
+        else f"{s / 60:.0f}m"
+        if s < 7200
+        else f"{s / 3600:.1f}h"
+        if s < 172800
+        else f"{s / 86400:.0f}d"
+    )
 
 
 def _clock(ns: int | None) -> str:
@@ -179,14 +194,21 @@ def _clock(ns: int | None) -> str:
 
 
 def _num(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 100 or v == int(v) else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}".rstrip("0").rstrip(".")
+    return (
+        f"{v:.0f}"
+        if abs(v) >= 100 or v == int(v)
+        else f"{v:.1f}"
+        if abs(v) >= 10
+        else f"{v:.2f}".rstrip("0").rstrip(".")
+    )
 
 
 def _head(title: str, lang: str, script: bool) -> str:
     js = '<script src="/static/page.js" defer></script>' if script else ""
-    return f"""<!doctype html><html lang="{'zh-CN' if lang == 'zh' else 'en'}"><head><meta charset="utf-8">
+    return f"""<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><link rel="stylesheet" href="/static/page.css">{js}</head>"""
+<title>{_e(title)}</title><link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/page.css">{js}</head>"""
 
 
 def _page(body: str) -> str:
@@ -278,7 +300,7 @@ def _values(vals: dict[str, dict[str, Any]], lang: str, now_ns: int) -> str:
         rtt_s = f" · {_num(rtt)} ms" if rtt is not None else ""
         out.append(
             f'<span class="kv{bad}" data-key="uplink" title="{tip("uplink_loss_pct", "uplink_rtt_ms")}">'
-            f'{t(lang, "uplink")} {t(lang, "loss")} <b>{_num(loss)} %</b>{rtt_s}</span>'
+            f"{t(lang, 'uplink')} {t(lang, 'loss')} <b>{_num(loss)} %</b>{rtt_s}</span>"
         )
     temp, hum = v("temperature_c"), v("humidity_pct")
     if temp is not None or hum is not None:
@@ -291,21 +313,23 @@ def _values(vals: dict[str, dict[str, Any]], lang: str, now_ns: int) -> str:
         bad = " warn" if (temp is not None and not 18 <= temp <= 27) or (hum is not None and hum > 60) else ""
         out.append(
             f'<span class="kv{bad}" data-key="room" title="{tip("temperature_c", "humidity_pct")}">'
-            f'{t(lang, "room")} {" · ".join(parts)}</span>'
+            f"{t(lang, 'room')} {' · '.join(parts)}</span>"
         )
     onb, run, charge = v("on_battery_s"), v("runtime_min"), v("charge_pct")
     if onb is not None or run is not None or charge is not None:
         parts = []
         if onb is not None:
-            parts.append(f'<b>{t(lang, "on_battery")} {_num(onb / 60)} {t(lang, "min")}</b>' if onb > 0 else t(lang, "on_mains"))
+            parts.append(
+                f"<b>{t(lang, 'on_battery')} {_num(onb / 60)} {t(lang, 'min')}</b>" if onb > 0 else t(lang, "on_mains")
+            )
         if run is not None:
-            parts.append(f'{t(lang, "runtime")} <b>{_num(run)} {t(lang, "min")}</b>')
+            parts.append(f"{t(lang, 'runtime')} <b>{_num(run)} {t(lang, 'min')}</b>")
         if charge is not None:
-            parts.append(f'{t(lang, "charge")} {_num(charge)} %')
+            parts.append(f"{t(lang, 'charge')} {_num(charge)} %")
         bad = " bad" if (onb or 0) > 0 or (run is not None and run <= 3) else ""
         out.append(
             f'<span class="kv{bad}" data-key="ups" title="{tip("on_battery_s", "runtime_min", "charge_pct")}">'
-            f'{t(lang, "ups")} {" · ".join(parts)}</span>'
+            f"{t(lang, 'ups')} {' · '.join(parts)}</span>"
         )
     return f'<div class="vals">{"".join(out)}</div>' if out else ""
 
@@ -335,7 +359,7 @@ def _site_html(n: Any, d: PageData, agents: dict[str, dict[str, Any]], names: di
         st_word = t(lang, st) if st in ("online", "offline", "unknown") else _e(st)
         ags.append(
             f'<span class="ag {_e(st)}" title="{_e(st_word)} · {_e(_clock(a.get("last_seen_ns")))}">{_e(aid)}'
-            f' · v{_e(a.get("version") or "?")} · {_age(a.get("last_seen_ns"), now)}</span>'
+            f" · v{_e(a.get('version') or '?')} · {_age(a.get('last_seen_ns'), now)}</span>"
         )
     vals = _values((d.latest or {}).get(n.id, {}), lang, now)
     kids = "".join(_site_html(c, d, agents, names) for c in n.children)
@@ -370,7 +394,7 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
     sev_cls = sev if sev in ("critical", "warning", "info") else "info"
     labels: dict[str, str] = a.get("labels") or {}
     summary = (a.get("summary") or {}).get(lang) or (a.get("summary") or {}).get("en", "")
-    where = _e(site_name) if site_name else f'<i>{t(lang, "other_site")}</i>'
+    where = _e(site_name) if site_name else f"<i>{t(lang, 'other_site')}</i>"
     status = []
     if a.get("acked_by"):
         status.append(
@@ -380,12 +404,12 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
     if sil is not None:
         status.append(
             f'<span class="silenced">🔕 {t(lang, "silenced_by")} {_e(sil["author"])} (#{_e(sil["id"])}) '
-            f'{t(lang, "until")} {_e(_clock(sil["ends_ns"]))}</span>'
+            f"{t(lang, 'until')} {_e(_clock(sil['ends_ns']))}</span>"
         )
     if a.get("suppressed_by"):
         status.append(f'<span class="suppressed">{t(lang, "behind")} {_e(a["suppressed_by"])}</span>')
     value = a.get("value")
-    vtext = f' · {t(lang, "value")} {_e(value)}' if value is not None and not isinstance(value, dict) else ""
+    vtext = f" · {t(lang, 'value')} {_e(value)}" if value is not None and not isinstance(value, dict) else ""
     lbl = " ".join(f"<code>{_e(k)}={_e(v)}</code>" for k, v in sorted(labels.items())[:12])
     forms = ""
     keep = f'<input type="hidden" name="csrf" value="{_e(d.csrf)}"><input type="hidden" name="lang" value="{lang}">'
@@ -399,7 +423,8 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
         default = "\n".join(f"{k}={labels[k]}" for k in ("alertname", "site", "agent", "device") if labels.get(k))
         default = default or f"alertname={a.get('rule', '')}"
         durations = "".join(
-            f'<option value="{v}"{" selected" if v == "2h" else ""}>{v}</option>' for v in ("30m", "1h", "2h", "8h", "1d", "7d")
+            f'<option value="{v}"{" selected" if v == "2h" else ""}>{v}</option>'
+            for v in ("30m", "1h", "2h", "8h", "1d", "7d")
         )
         forms += (
             f'<details class="silence"><summary>{t(lang, "silence")}</summary>'
@@ -414,7 +439,7 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
         f'<article class="alert sev-{sev_cls}{acked}" id="alert-{aid}" data-alert="{aid}">'
         f'<div class="alert-head"><span class="sev">{t(lang, sev_cls)}</span> <b>{where}</b>'
         f' <span class="muted">#{aid} · {_e(a.get("rule", ""))} · {t(lang, "since")} {_e(_clock(a.get("starts")))}'
-        f' ({_age(a.get("starts"), now)}){vtext}</span></div>'
+        f" ({_age(a.get('starts'), now)}){vtext}</span></div>"
         f'<p class="summary">{_e(summary)}</p><div class="labels">{lbl}</div>'
         + (f'<div class="status">{"".join(status)}</div>' if status else "")
         + (f'<div class="actions">{forms}</div>' if forms else "")
@@ -470,12 +495,14 @@ def status_page(d: PageData) -> str:
         alerts_body = f'<p class="muted">{t(lang, "no_alerts")}</p>'
     else:
         rank = {"critical": 0, "warning": 1}
-        ordered = sorted(alerts, key=lambda a: (bool(a.get("acked_by")), rank.get(a.get("severity", ""), 2), -int(a["id"])))
+        ordered = sorted(
+            alerts, key=lambda a: (bool(a.get("acked_by")), rank.get(a.get("severity", ""), 2), -int(a["id"]))
+        )
         alerts_body = "".join(_alert_html(a, d, names.get(placed.get(int(a["id"]), ""))) for a in ordered)
     alerts_html = f'<section id="alerts" data-live><h2>{t(lang, "alerts")} ({len(alerts)})</h2>{alerts_body}</section>'
     sil_rows = "".join(
-        f'<li>#{_e(s["id"])} <code>{_e(", ".join(s["matchers"]))}</code> {t(lang, "until")} {_e(_clock(s["ends_ns"]))}'
-        f' · {t(lang, "author")} {_e(s["author"])}: {_e(s["comment"])}</li>'
+        f"<li>#{_e(s['id'])} <code>{_e(', '.join(s['matchers']))}</code> {t(lang, 'until')} {_e(_clock(s['ends_ns']))}"
+        f" · {t(lang, 'author')} {_e(s['author'])}: {_e(s['comment'])}</li>"
         for s in (d.silences or [])
     )
     silences_html = (
@@ -487,7 +514,7 @@ def status_page(d: PageData) -> str:
     )
     rows = "".join(
         f'<tr class="{_e(a["status"])}"><td>{_e(names.get(str(a["site"]), a["site"]))}</td><td>{_e(a["id"])}</td>'
-        f'<td>{t(lang, a["status"]) if a["status"] in ("online", "offline", "unknown") else _e(a["status"])}</td>'
+        f"<td>{t(lang, a['status']) if a['status'] in ('online', 'offline', 'unknown') else _e(a['status'])}</td>"
         f'<td title="{_e(_clock(a.get("last_seen_ns")))}">{_age(a.get("last_seen_ns"), now)}</td>'
         f'<td>{_e(a.get("version") or "")}</td><td class="opt">{_e(a.get("config_version") or "")}</td>'
         f'<td class="opt num">{_e(a.get("samples", ""))}</td></tr>'
@@ -495,7 +522,7 @@ def status_page(d: PageData) -> str:
     )
     agents_html = (
         f'<section id="agents" data-live><h2>{t(lang, "agents")} ({len(agents_list)})</h2><div class="scroll"><table>'
-        f'<tr><th>{t(lang, "site")}</th><th>{t(lang, "agent")}</th><th>{t(lang, "status")}</th>'
+        f"<tr><th>{t(lang, 'site')}</th><th>{t(lang, 'agent')}</th><th>{t(lang, 'status')}</th>"
         f'<th>{t(lang, "last_seen")}</th><th>{t(lang, "version")}</th><th class="opt">{t(lang, "config")}</th>'
         f'<th class="opt">{t(lang, "samples")}</th></tr>{rows}</table></div></section>'
     )
@@ -503,7 +530,7 @@ def status_page(d: PageData) -> str:
     rejected = ", ".join(f"{_e(k)} {_e(v)}" for k, v in sorted((st.get("rejected") or {}).items())) or "—"
     foot = (
         f'<footer id="foot" data-live class="muted">{t(lang, "stats")} {_e(st.get("received_messages", 0))} · '
-        f'{t(lang, "stored")} {_e(st.get("stored_samples", 0))} · {t(lang, "rejected")} {_e(st.get("rejected_total", 0))}'
+        f"{t(lang, 'stored')} {_e(st.get('stored_samples', 0))} · {t(lang, 'rejected')} {_e(st.get('rejected_total', 0))}"
         f' ({rejected})<br>JSON: <a href="/api/agents">/api/agents</a> · <a href="/api/alerts">/api/alerts</a> · '
         f'<a href="/api/sites">/api/sites</a> · <a href="/api/stats">/api/stats</a> · OpenAPI '
         f'<a href="/api/openapi.json">/api/openapi.json</a></footer>'
@@ -511,7 +538,7 @@ def status_page(d: PageData) -> str:
     return (
         f'{_head(t(lang, "title"), lang, True)}<body data-lang="{lang}" data-refresh="{REFRESH_S}">{top}'
         f'<noscript><p class="note">{t(lang, "noscript")}</p></noscript>'
-        f"<main>{summary}<div class=\"cols\"><div class=\"col-main\">{alerts_html}{sites_html}</div>"
+        f'<main>{summary}<div class="cols"><div class="col-main">{alerts_html}{sites_html}</div>'
         f'<div class="col-side">{silences_html}{agents_html}</div></div>{foot}</main></body></html>'
     )
 

@@ -36,7 +36,9 @@ class Reading:
 
 def _series(s: Sample) -> str:
     t = s.tags
-    return "/".join(v for v in (t.get("agent"), t.get("device"), t.get("target"), t.get("sensor")) if v) or s.measurement
+    return (
+        "/".join(v for v in (t.get("agent"), t.get("device"), t.get("target"), t.get("sensor")) if v) or s.measurement
+    )
 
 
 def uplink_site(s: Sample) -> str | None:
@@ -109,7 +111,9 @@ class LatestValues:
         for site, per in sites.items():
             vals: dict[str, Reading] = {}
 
-            def pick(measurement: str, field: str, worst: str) -> Reading | None:
+            def pick(
+                measurement: str, field: str, worst: str, per: dict[tuple[str, str, str], Reading] = per
+            ) -> Reading | None:
                 rs = [r for (m, f, _), r in per.items() if m == measurement and f == field]
                 if not rs:
                     return None

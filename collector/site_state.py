@@ -47,7 +47,12 @@ def build_tree(sites: list[dict[str, Any]], agents: list[dict[str, Any]]) -> lis
     if sites:
         for s in sites:
             nodes[s["id"]] = SiteNode(
-                s["id"], dict(s.get("name") or {}), s.get("kind", "site"), s.get("parent"), list(s["agents"]), list(s["devices"])
+                s["id"],
+                dict(s.get("name") or {}),
+                s.get("kind", "site"),
+                s.get("parent"),
+                list(s["agents"]),
+                list(s["devices"]),
             )
     else:
         for a in agents:

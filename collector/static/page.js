@@ -71,4 +71,6 @@
   }
 
   window.setInterval(refresh, every);
+  // "refresh now", for whoever wants it sooner (the browser test; a future button)
+  document.addEventListener("netwatch:refresh", refresh);
 })();
