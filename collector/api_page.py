@@ -421,7 +421,8 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
         )
     if d.can_silence and sil is None:
         default = "\n".join(f"{k}={labels[k]}" for k in ("alertname", "site", "agent", "device") if labels.get(k))
-        default = default or f"alertname={a.get('rule', '')}"
+        # the engine matches silences on the alert's labels: offer exactly those that name it
+        default = default or "\n".join(f"{k}={v}" for k, v in sorted(labels.items())[:6])
         durations = "".join(
             f'<option value="{v}"{" selected" if v == "2h" else ""}>{v}</option>'
             for v in ("30m", "1h", "2h", "8h", "1d", "7d")
