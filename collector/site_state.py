@@ -5,7 +5,8 @@ from the firing alerts and the agents' status: a pure function, so the page and 
   every one of its agents is offline;
 - **critical** / **warning**: the worst firing alert that belongs to the site (its ``site`` label,
   else the site of its ``agent`` or ``device``), acked or silenced or not — an ack says someone is
-  on it, not that it is fixed; a warning too when one of several agents is offline;
+  on it, not that it is fixed — unless the engine suppressed it behind a cut-off site (the parent's
+  failing probe of the cut-off uplink included); a warning too when one of several agents is offline;
 - **unknown**: nothing watches the site yet (no agent of it ever reported) and no alert names it;
 - **ok**: otherwise.
 """
@@ -107,6 +108,8 @@ def assess(roots: list[SiteNode], agents: list[dict[str, Any]], alerts: list[dic
         if al.get("rule") == UNREACHABLE_RULE:
             unreachable.add(sid)
             continue
+        if al.get("suppressed_by"):
+            continue  # hidden behind a cut-off site, or the uplink evidence its alert replaces
         sev = "critical" if al.get("severity") == "critical" else "warning" if al.get("severity") == "warning" else ""
         if sev and RANK[sev] > RANK.get(worst_alert.get(sid, "ok"), 0):
             worst_alert[sid] = sev
