@@ -55,6 +55,8 @@ AGENT_ID = ID_PATTERN
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: the agent CLI's read-only commands (agent/control.py READ_COMMANDS); anything else needs cmd.write
 MAX_FORM_BYTES = 4096
+#: sent by the status page's script when it refreshes itself (static/page.js)
+REFRESH_HEADER = "x-netwatch-refresh"
 #: the status page's own query parameters (it is not in the OpenAPI description)
 PAGE_PARAMS = {("/", "get"): frozenset({"lang"})}
 #: what probes.base.parse_duration reads, for the OpenAPI description
@@ -551,7 +553,10 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
                 raise HTTPException(401, "unknown or expired token", {"WWW-Authenticate": "Bearer"})
             return Principal(tu.user, tu.role, "token", False)
         if cookie:
-            s = users_db().session(cookie[:200]) if len(cookie) <= 200 else None
+            # the page's own refresh (page.js) does not count as activity: an unattended page is
+            # logged out after the idle time like any other
+            touch = request.headers.get(REFRESH_HEADER) is None
+            s = users_db().session(cookie[:200], touch=touch) if len(cookie) <= 200 else None
             if s is None:
                 return None
             if request.method not in ("GET", "HEAD"):

@@ -36,7 +36,12 @@
   function refresh() {
     if (busy || document.hidden) return;
     busy = true;
-    fetch(window.location.pathname + window.location.search, { credentials: "same-origin", cache: "no-store" })
+    // the header tells the collector this is no user activity: the session still ends when idle
+    fetch(window.location.pathname + window.location.search, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-Netwatch-Refresh": "1" },
+    })
       .then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.text();
@@ -44,8 +49,9 @@
       .then(function (text) {
         var doc = new DOMParser().parseFromString(text, "text/html");
         if (!doc.querySelector("#summary")) {
-          note("⚠");
-          return; // logged out meanwhile: leave the page as it is; a reload shows the login form
+          // the session ended (idle, logged out elsewhere): show the login form, not stale data
+          window.location.reload();
+          return;
         }
         var kept = 0;
         var live = document.querySelectorAll("[data-live]");

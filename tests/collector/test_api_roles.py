@@ -632,3 +632,26 @@ def test_page_language(rig: Rig) -> None:
     assert 'href="/?lang=en"' in c.get("/?lang=zh").text  # the switch
     assert c.get("/?lang=en&x=1").status_code == 400  # the page keeps the strict query rules
     assert c.get("/?lang=klingon-9").status_code == 400
+
+
+def test_the_pages_own_refresh_does_not_keep_the_session_alive(rig: Rig) -> None:
+    """page.js marks its refreshes; they read the page but leave the idle clock alone, so an
+    unattended page is logged out after the idle time like any other."""
+    import sqlite3
+
+    def last_seen() -> int:
+        db = sqlite3.connect(rig.users.path)
+        try:
+            (v,) = db.execute("SELECT last_seen_ns FROM sessions s WHERE s.user = 'vera'").fetchone()
+        finally:
+            db.close()
+        return int(v)
+
+    c = page_login(rig, "viewer")
+    c.get("/")
+    before = last_seen()
+    r = c.get("/", headers={"X-Netwatch-Refresh": "1"})
+    assert r.status_code == 200 and 'id="sites"' in r.text
+    assert last_seen() == before
+    c.get("/")
+    assert last_seen() > before
