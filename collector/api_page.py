@@ -98,8 +98,8 @@ _T: dict[str, tuple[str, str]] = {
     "charge": ("charge", "电量"),
     "min": ("min", "分钟"),
     "since": ("since", "开始于"),
-    "acked_by": ("acked by", "已确认："),
-    "silenced_by": ("silenced by", "已静默："),
+    "acked_by": ("acked by", "已确认，确认人"),
+    "silenced_by": ("silenced by", "已静默，操作人"),
     "until": ("until", "至"),
     "behind": ("hidden: behind", "已抑制：上级"),
     "ack": ("Acknowledge", "确认"),
@@ -403,7 +403,7 @@ def _alert_html(a: dict[str, Any], d: PageData, site_name: str | None) -> str:
     sil = _silencers(labels, d.silences or [], now)
     if sil is not None:
         status.append(
-            f'<span class="silenced">🔕 {t(lang, "silenced_by")} {_e(sil["author"])} (#{_e(sil["id"])}) '
+            f'<span class="silenced">{t(lang, "silenced_by")} {_e(sil["author"])} (#{_e(sil["id"])}) '
             f"{t(lang, 'until')} {_e(_clock(sil['ends_ns']))}</span>"
         )
     if a.get("suppressed_by"):

@@ -488,7 +488,7 @@ def test_status_page_in_a_browser(run: Run, browser: Any) -> None:
 
     # -- a viewer sees it all and may do none of it
     login(drv, run.url, "vera")
-    assert "已确认" in snapshot(drv)["alerts"][str(down["id"])]["text"]
+    assert "已确认，确认人 otto" in snapshot(drv)["alerts"][str(down["id"])]["text"]
     assert not drv.find_elements(By.CSS_SELECTOR, "main form, main button, details.silence")
     assert [b.text for b in drv.find_elements(By.TAG_NAME, "button")] == ["退出"]  # log out, nothing else
     assert (
