@@ -22,8 +22,9 @@ on the operators' desks and whatever else reaches the port:
   ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``
   (``same-origin`` on HTML pages: with ``no-referrer`` a browser sends ``Origin: null`` with the
   page's own form posts, and the cross-origin check would refuse them; other sites still get none),
-  ``Cache-Control: no-store``, a strict ``Content-Security-Policy`` (no scripts; the page's one
-  inline style by hash; forms only to itself), and ``Strict-Transport-Security`` over HTTPS.
+  ``Cache-Control: no-store``, a strict ``Content-Security-Policy`` (scripts, styles, images and
+  fetches only from the collector itself — the page's one script and one stylesheet under
+  ``/static/``, nothing inline; forms only to itself), and ``Strict-Transport-Security`` over HTTPS.
 - **Errors** are JSON ``{"error": ...}``: 400 for bad or unknown parameters and for requests h11
   cannot parse, 401, 403, 404, 405, 421, 503; an internal failure is logged and answered 500
   without a traceback.
