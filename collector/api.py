@@ -19,9 +19,12 @@ on the operators' desks and whatever else reaches the port:
 - **Bounded work**: blocking handlers run on at most ``WORKERS`` threads; at most ``WORKERS +
   MAX_QUEUED`` requests are in hand at once and the next gets 503 (``Retry-After: 1``) at once.
 - **Headers** on every answer, errors included: ``Server: netwatch`` (no version),
-  ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
-  ``Cache-Control: no-store``, a strict ``Content-Security-Policy`` (no scripts; the page's one
-  inline style by hash; forms only to itself), and ``Strict-Transport-Security`` over HTTPS.
+  ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``
+  (``same-origin`` on HTML pages: with ``no-referrer`` a browser sends ``Origin: null`` with the
+  page's own form posts, and the cross-origin check would refuse them; other sites still get none),
+  ``Cache-Control: no-store``, a strict ``Content-Security-Policy`` (scripts, styles, images and
+  fetches only from the collector itself — the page's one script and one stylesheet under
+  ``/static/``, nothing inline; forms only to itself), and ``Strict-Transport-Security`` over HTTPS.
 - **Errors** are JSON ``{"error": ...}``: 400 for bad or unknown parameters and for requests h11
   cannot parse, 401, 403, 404, 405, 421, 503; an internal failure is logged and answered 500
   without a traceback.
@@ -148,12 +151,13 @@ async def send_json(send: Send, status: int, obj: object, extra: Sequence[tuple[
 
 def security_headers(ctype: bytes, https: bool, page_csp: bytes | None = None) -> list[tuple[bytes, bytes]]:
     """``page_csp``: an HTML page's own policy (the report's style hash), kept instead of the status page's."""
-    csp = (page_csp or PAGE_CSP.encode()) if ctype.startswith(b"text/html") else JSON_CSP.encode()
+    page = ctype.startswith(b"text/html")
+    csp = (page_csp or PAGE_CSP.encode()) if page else JSON_CSP.encode()
     out = [
         (b"server", SERVER_NAME.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
-        (b"referrer-policy", b"no-referrer"),
+        (b"referrer-policy", b"same-origin" if page else b"no-referrer"),
         (b"cache-control", b"no-store"),
         (b"content-security-policy", csp),
     ]

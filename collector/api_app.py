@@ -33,9 +33,15 @@ from collector.api_page import (
     MAX_QUERY_ROWS,
     MAX_SINCE_S,
     CollectorView,
+    PageData,
     QueryUnsupported,
+    csrf_ok,
+    csrf_token,
+    form_error_page,
     login_page,
     password_page,
+    pick_lang,
+    static_file,
     status_page,
 )
 from collector.api_report import register_report_routes
@@ -50,6 +56,10 @@ AGENT_ID = ID_PATTERN
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: the agent CLI's read-only commands (agent/control.py READ_COMMANDS); anything else needs cmd.write
 MAX_FORM_BYTES = 4096
+#: sent by the status page's script when it refreshes itself (static/page.js)
+REFRESH_HEADER = "x-netwatch-refresh"
+#: the status page's own query parameters (it is not in the OpenAPI description)
+PAGE_PARAMS = {("/", "get"): frozenset({"lang"})}
 #: what probes.base.parse_duration reads, for the OpenAPI description
 DURATION = r"^[0-9]{1,12}(\.[0-9]{1,6})?(ms|s|m|h|d|w)?$"
 
@@ -511,7 +521,7 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
                 for method, op in ops.items():
                     names = frozenset(x["name"] for x in op.get("parameters", []) if x.get("in") == "query")
                     allowed_params[(p, method)] = names
-        allowed = allowed_params.get(key, frozenset())
+        allowed = allowed_params.get(key) or PAGE_PARAMS.get(key, frozenset())
         raw = request.scope.get("query_string", b"").decode("latin-1")
         try:
             pairs = parse_qs(raw, keep_blank_values=True, max_num_fields=10)
@@ -544,7 +554,10 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
                 raise HTTPException(401, "unknown or expired token", {"WWW-Authenticate": "Bearer"})
             return Principal(tu.user, tu.role, "token", False)
         if cookie:
-            s = users_db().session(cookie[:200]) if len(cookie) <= 200 else None
+            # the page's own refresh (page.js) does not count as activity: an unattended page is
+            # logged out after the idle time like any other
+            touch = request.headers.get(REFRESH_HEADER) is None
+            s = users_db().session(cookie[:200], touch=touch) if len(cookie) <= 200 else None
             if s is None:
                 return None
             if request.method not in ("GET", "HEAD"):
@@ -703,6 +716,46 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         finally:
             store.close()
 
+    def do_ack(alert_id: int, comment: str, p: Principal, source: str) -> None:
+        """Ack a firing alert (the API's and the page's form): audited; 404 when it is not firing."""
+        store = alert_store()
+        try:
+            ok = store.ack(alert_id, p.user, comment)
+        finally:
+            store.close()
+        record(p.user, "alert.ack", f"#{alert_id}", "ok" if ok else "failed", source, {"comment": comment})
+        if not ok:
+            raise HTTPException(404, f"no firing alert #{alert_id}")
+
+    def do_silence(matchers: list[str], duration: str, comment: str, p: Principal, source: str) -> dict[str, Any]:
+        """Add a silence (the API's and the page's form): audited; 400 for a bad matcher or duration."""
+        from collector.alerting.rules import Matcher
+
+        try:
+            for m in matchers:
+                Matcher.parse(m)
+            seconds = parse_duration(duration)
+        except ValueError as e:
+            raise HTTPException(400, f"bad silence: {str(e)[:300]}") from None
+        if not 0 < seconds <= 366 * 86400:
+            raise HTTPException(400, "duration: more than 0 and at most 366d")
+        store = alert_store()
+        now = time.time_ns()
+        ends = now + int(seconds * 1e9)
+        try:
+            sid = store.add_silence(list(matchers), now, ends, p.user, comment)
+        finally:
+            store.close()
+        record(p.user, "alert.silence", f"#{sid}", "ok", source, {"matchers": matchers, "until": ends})
+        return {
+            "id": sid,
+            "matchers": matchers,
+            "starts_ns": now,
+            "ends_ns": ends,
+            "author": p.user,
+            "comment": comment,
+        }
+
     @app.post("/api/alerts/{alert_id}/ack", response_model=AckOut, tags=["alerts"])
     def ack(
         alert_id: Annotated[int, PathParam(ge=1, le=2**62)],
@@ -710,21 +763,7 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         request: Request,
         p: Annotated[Principal, need(u.ACK)],
     ) -> AckOut:
-        store = alert_store()
-        try:
-            ok = store.ack(alert_id, p.user, body.comment)
-        finally:
-            store.close()
-        record(
-            p.user,
-            "alert.ack",
-            f"#{alert_id}",
-            "ok" if ok else "failed",
-            client_address(request),
-            {"comment": body.comment},
-        )
-        if not ok:
-            raise HTTPException(404, f"no firing alert #{alert_id}")
+        do_ack(alert_id, body.comment, p, client_address(request))
         return AckOut(id=alert_id, acked=True)
 
     @app.get("/api/silences", response_model=list[SilenceOut], tags=["alerts"])
@@ -739,39 +778,7 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
 
     @app.post("/api/silences", response_model=SilenceOut, tags=["alerts"])
     def silence(body: SilenceIn, request: Request, p: Annotated[Principal, need(u.SILENCE)]) -> dict[str, Any]:
-        from collector.alerting.rules import Matcher
-
-        try:
-            for m in body.matchers:
-                Matcher.parse(m)
-            seconds = parse_duration(body.duration)
-        except ValueError as e:
-            raise HTTPException(400, f"bad silence: {str(e)[:300]}") from None
-        if not 0 < seconds <= 366 * 86400:
-            raise HTTPException(400, "duration: more than 0 and at most 366d")
-        store = alert_store()
-        now = time.time_ns()
-        ends = now + int(seconds * 1e9)
-        try:
-            sid = store.add_silence(list(body.matchers), now, ends, p.user, body.comment)
-        finally:
-            store.close()
-        record(
-            p.user,
-            "alert.silence",
-            f"#{sid}",
-            "ok",
-            client_address(request),
-            {"matchers": body.matchers, "until": ends},
-        )
-        return {
-            "id": sid,
-            "matchers": body.matchers,
-            "starts_ns": now,
-            "ends_ns": ends,
-            "author": p.user,
-            "comment": body.comment,
-        }
+        return do_silence(list(body.matchers), body.duration, body.comment, p, client_address(request))
 
     # -- control (config.push; cmd.read / cmd.write)
     def control() -> ControlPlane:
@@ -978,29 +985,119 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
     def html(page: str, code: int = 200) -> HTMLResponse:
         return HTMLResponse(page, code)
 
+    def page_data(p: Principal, lang: str) -> PageData:
+        """Everything the status page shows, read for one request."""
+        d = PageData(lang=lang, user=p.user, role=p.role, can_read=p.may(u.READ))
+        if not d.can_read:
+            return d
+        d.can_ack, d.can_silence = p.may(u.ACK), p.may(u.SILENCE)
+        if (d.can_ack or d.can_silence) and p.session_token is not None:
+            d.csrf = csrf_token(p.session_token)
+        else:  # a token in a browser has no session to bind forms to: the JSON API is the way
+            d.can_ack = d.can_silence = False
+        d.agents, d.stats, d.sites, d.latest = (
+            collector.agents(),
+            collector.stats(),
+            collector.sites(),
+            collector.latest(),
+        )
+        if backend.alerts_path is not None:
+            d.alerts, d.silences = [], []
+            if backend.alerts_path.exists():
+                store = alert_store()
+                try:
+                    d.alerts = [a.to_dict() for a in store.firing()]
+                    d.silences = [dict(x) for x in store.silences(time.time_ns())]
+                finally:
+                    store.close()
+        d.now_ns = time.time_ns()
+        return d
+
     @app.get("/", include_in_schema=False)
-    def index(p: Annotated[Principal | None, Depends(optional_principal)]) -> HTMLResponse:
+    def index(
+        request: Request,
+        p: Annotated[Principal | None, Depends(optional_principal)],
+        lang: Annotated[str | None, Query(max_length=8)] = None,
+    ) -> HTMLResponse:
         if p is None:
-            return html(login_page())
+            return html(login_page(lang=lang or ""))
         if p.must_change_password:
             return html(password_page(p.user))
-        if not p.may(u.READ):
-            return html(
-                status_page([], {}, p.user, p.role).replace(
-                    "<h2>agents", "<p>this role sees no monitoring data / 此角色无监控数据权限</p><h2>agents", 1
-                )
-            )
-        return html(status_page(collector.agents(), collector.stats(), p.user, p.role))
+        return html(status_page(page_data(p, pick_lang(lang, request.headers.get("accept-language")))))
 
-    async def form(request: Request) -> dict[str, str]:
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: Annotated[str, PathParam(max_length=32)]) -> Response:
+        """The page's stylesheet and script (no login: they hold nothing but code)."""
+        found = static_file(name)
+        if found is None:
+            raise HTTPException(404, "no such file")
+        return Response(found[0], media_type=found[1])
+
+    async def form(request: Request, max_fields: int = 5) -> dict[str, str]:
         raw = await request.body()
         if len(raw) > MAX_FORM_BYTES:
             raise HTTPException(413, "form too large")
         try:
-            pairs = parse_qs(raw.decode("utf-8"), max_num_fields=5)
+            pairs = parse_qs(raw.decode("utf-8"), max_num_fields=max_fields)
         except (ValueError, UnicodeDecodeError):
             raise HTTPException(400, "bad form") from None
         return {k: v[0] for k, v in pairs.items()}
+
+    async def page_form(request: Request, p: Principal | None, permission: str) -> tuple[dict[str, str], str]:
+        """A status-page form from a logged-in session that may do ``permission`` and carries the
+        session's CSRF token; HTTPException (403) otherwise — refused attempts are audited."""
+        if p is None:
+            raise HTTPException(401, "log in first")
+        if not p.may(permission):
+            raise refuse(p, permission, request)
+        f = await form(request, 8)
+        lang = f.get("lang", "") if f.get("lang", "") in ("zh", "en") else ""
+        if not csrf_ok(p.session_token, f.get("csrf", "")[:100]):
+            record(p.user, "api.refused", request.url.path[:200], "refused", client_address(request), {"needs": "csrf"})
+            raise HTTPException(403, "the form has expired or did not come from this page: reload and try again")
+        return f, lang
+
+    def back(lang: str, anchor: str) -> RedirectResponse:
+        return RedirectResponse(f"/?lang={lang}#{anchor}" if lang else f"/#{anchor}", 303)
+
+    def form_refused(e: HTTPException, lang: str) -> HTMLResponse:
+        return html(form_error_page(f"{e.status_code}: {e.detail}", lang), e.status_code)
+
+    @app.post("/alerts/{alert_id}/ack", include_in_schema=False)
+    async def ack_form(
+        request: Request,
+        alert_id: Annotated[int, PathParam(ge=1, le=2**62)],
+        p: Annotated[Principal | None, Depends(optional_principal)],
+    ) -> Response:
+        lang = ""
+        try:
+            f, lang = await page_form(request, p, u.ACK)
+            comment = f.get("comment", "").strip()[:500]
+            if not comment:
+                raise HTTPException(400, "a comment is needed / 请填写备注")
+            assert p is not None
+            await run_in_threadpool(do_ack, alert_id, comment, p, client_address(request))
+        except HTTPException as e:
+            return form_refused(e, lang)
+        return back(lang, f"alert-{alert_id}")
+
+    @app.post("/silences", include_in_schema=False)
+    async def silence_form(request: Request, p: Annotated[Principal | None, Depends(optional_principal)]) -> Response:
+        lang = ""
+        try:
+            f, lang = await page_form(request, p, u.SILENCE)
+            matchers = [m.strip() for m in f.get("matchers", "").splitlines() if m.strip()]
+            comment = f.get("comment", "").strip()[:500]
+            if not matchers or len(matchers) > 20 or any(len(m) > 200 for m in matchers):
+                raise HTTPException(400, "matchers: 1 to 20 lines of at most 200 characters / 匹配条件：1 至 20 行")
+            if not comment:
+                raise HTTPException(400, "a comment is needed / 请填写备注")
+            duration = f.get("duration", "2h")[:32]
+            assert p is not None
+            await run_in_threadpool(do_silence, matchers, duration, comment, p, client_address(request))
+        except HTTPException as e:
+            return form_refused(e, lang)
+        return back(lang, "silences")
 
     @app.post("/login", include_in_schema=False)
     async def login_form(request: Request) -> Response:
@@ -1011,7 +1108,8 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
         r = await run_in_threadpool(_login, name, password, client_address(request))
         if isinstance(r, u.AuthFailure):
             return html(login_page(r.message), 401)
-        out = RedirectResponse("/", 303)
+        lang = f.get("lang", "")
+        out = RedirectResponse(f"/?lang={lang}" if lang in ("zh", "en") else "/", 303)
         _set_cookie(out, r)
         return out
 

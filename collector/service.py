@@ -21,6 +21,7 @@ from collector.broker import EmbeddedBroker
 from collector.config import CollectorConfig
 from collector.ingest import Classified, Ingest, Quota
 from collector.inventory import Inventory
+from collector.latest import LatestValues
 from collector.receive import Receiver
 from collector.registry import Registry
 from collector.state import StateDB, read_agents, read_unknown_agents
@@ -118,6 +119,8 @@ class Collector:
             known_series=self.state.load_series(),
         )
         self.store = Store(build_sinks(cfg), self.counters, self._stopping)
+        topo = self.registry.topology
+        self.latest_values = LatestValues(accept_site=(lambda s: s in topo.sites) if topo is not None else None)
         self.inventory = Inventory(self.state, lambda agent: (self.registry.identity(agent) or {}).get("county", ""))
         if alert_engine is None and cfg.alerting is not None:
             from collector.alerting.engine import AlertEngine
@@ -161,6 +164,10 @@ class Collector:
             except Exception as e:
                 self.counters.stage_error("inventory", e)
         self._audit(group)
+        try:
+            self.latest_values.feed(samples)
+        except Exception as e:
+            self.counters.stage_error("latest", e)
         self.counters.inc("stored_batches", len(group.accepted))
         self.counters.inc("stored_samples", len(samples))
         if self.alerting is not None:
@@ -327,6 +334,10 @@ class Collector:
             }
             for s in topo.sites.values()
         ]
+
+    def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each site's latest key values (collector/latest.py), whatever the store."""
+        return self.latest_values.as_dicts()
 
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         """Recent samples from the SQLite store; QueryUnsupported when there is none."""

@@ -486,9 +486,10 @@ class UserDB:
             created_ns + int(self.policy.session_absolute_s * 1e9),
         )
 
-    def session(self, token: str) -> Session | None:
-        """The live session of ``token``, its idle time restarted; ``None`` when unknown, idle for
-        longer than ``session_idle_s``, older than ``session_absolute_s``, or its user is disabled."""
+    def session(self, token: str, *, touch: bool = True) -> Session | None:
+        """The live session of ``token``, its idle time restarted (unless ``touch`` is false: the
+        status page refreshing itself is not the user doing something); ``None`` when unknown, idle
+        for longer than ``session_idle_s``, older than ``session_absolute_s``, or its user is disabled."""
         now = self._now()
         h = _sha256(token)
         with self._tx() as db:
@@ -503,7 +504,10 @@ class UserDB:
             if disabled or now >= self._expiry(created, last_seen):
                 db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (h,))
                 return None
-            db.execute("UPDATE sessions SET last_seen_ns = ? WHERE token_sha256 = ?", (now, h))
+            if touch:
+                db.execute("UPDATE sessions SET last_seen_ns = ? WHERE token_sha256 = ?", (now, h))
+            else:
+                now = last_seen
         return Session(token, user, role, created, self._expiry(created, now), bool(must))
 
     def logout(self, token: str) -> Event | None:

@@ -4,10 +4,12 @@ over raw sockets."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,10 @@ class FakeCollector:
 
     def sites(self) -> list[dict[str, Any]]:
         return []
+
+    def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
+        reading = {"value": 23.5, "time_ns": time.time_ns(), "series": HOSTILE}
+        return {"<img src=x onerror=alert(2)>": {"temperature_c": reading, "uplink_loss_pct": reading}}
 
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         self.queries.append((measurement, agent, since_ns, limit))
@@ -264,7 +270,9 @@ def test_headers_and_no_version_banner(server: tuple[ApiServer, FakeCollector]) 
         assert "python" not in blob and "basehttp" not in blob, (code, headers)
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
-        assert headers["referrer-policy"] == "no-referrer"
+        # the page's own forms need their Origin sent (the cross-origin check); nothing goes elsewhere
+        page = headers["content-type"].startswith("text/html")
+        assert headers["referrer-policy"] == ("same-origin" if page else "no-referrer"), (code, headers)
         assert headers["cache-control"] == "no-store"
         assert "default-src 'none'" in headers["content-security-policy"]
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
@@ -274,7 +282,37 @@ def test_headers_and_no_version_banner(server: tuple[ApiServer, FakeCollector]) 
     assert [a[0] for a in answers] == [200, 200, 200, 200, 404, 400, 421, 405, 405, 405, 400]
     assert answers[7][1]["allow"] == "GET"
     page_csp = answers[0][1]["content-security-policy"]
-    assert "script-src" not in page_csp and "'unsafe-inline'" not in page_csp and "style-src 'sha256-" in page_csp
+    directives = dict((d.strip().split(" ", 1) + [""])[:2] for d in page_csp.split(";"))  # type: ignore[misc]
+    assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'", page_csp
+    assert "'unsafe-inline'" not in page_csp and "'unsafe-eval'" not in page_csp and "*" not in page_csp
+    # and the page keeps to it: its one script and one stylesheet are files, nothing inline
+    page = answers[0][2].decode()
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/page.js" defer>']
+    assert not [a for a in _attributes(page) if a == "style" or a.startswith("on")] and "<style" not in page
+
+
+def _attributes(page: str) -> list[str]:
+    """Every attribute name on every tag, as a browser's parser sees them."""
+    names: list[str] = []
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            names.extend(k for k, _ in attrs)
+
+    P().feed(page)
+    assert "id" in names and "class" in names  # it did parse
+    return names
+
+
+def test_static_files_are_only_the_page_assets(server: tuple[ApiServer, FakeCollector]) -> None:
+    srv, _ = server
+    port = port_of(srv)
+    code, headers, body = get(port, "/static/page.js", auth=False)
+    assert code == 200 and headers["content-type"].startswith("text/javascript") and b"data-live" in body
+    code, headers, body = get(port, "/static/page.css", auth=False)
+    assert code == 200 and headers["content-type"].startswith("text/css") and b".st-critical" in body
+    for bad in ("/static/api_page.py", "/static/..%2fapi_page.py", "/static/%2e%2e/users.py", "/static/"):
+        assert get(port, bad, auth=False)[0] == 404, bad
 
 
 def test_status_page_escapes_agent_strings(server: tuple[ApiServer, FakeCollector]) -> None:

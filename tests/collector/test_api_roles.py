@@ -73,6 +73,9 @@ class FakeCollector:
             }
         ]
 
+    def latest(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {}
+
     def query(self, measurement: str, *, agent: str | None, since_ns: int, limit: int) -> list[Sample]:
         return [Sample("icmp", {"site": "s", "agent": "t1"}, {"rtt_avg_ms": 1.5}, time.time_ns())]
 
@@ -545,3 +548,115 @@ def test_https_secure_cookie_and_hsts(tmp_path: Path) -> None:
         users.close()
     with pytest.raises(ValueError, match="tls_key_file"):
         ApiServer(FakeCollector(), "127.0.0.1", 0, tls_cert_file=cert)
+
+
+# --- the status page's own forms: ack and silence, bound to the session by a CSRF token -------------
+
+
+def page_login(rig: Rig, role: str) -> httpx.Client:
+    """Logged in through the page's form, as a browser would be (session cookie)."""
+    c = httpx.Client(base_url=rig.base, timeout=10)
+    r = c.post("/login", data={"name": USERS[role], "password": PASSWORDS[role], "lang": "en"})
+    assert r.status_code == 303 and r.headers["location"] == "/?lang=en", r.text
+    return c
+
+
+def csrf_of(page: str) -> str:
+    import re
+
+    tokens = set(re.findall(r'name="csrf" value="([0-9a-f]+)"', page))
+    assert len(tokens) == 1, tokens
+    return tokens.pop()
+
+
+def test_operator_acks_and_silences_through_the_page_forms(rig: Rig) -> None:
+    c = page_login(rig, "operator")
+    page = c.get("/?lang=en").text
+    assert f'action="/alerts/{rig.alert_id}/ack"' in page and 'action="/silences"' in page
+    token = csrf_of(page)
+    other = csrf_of(page_login(rig, "operator").get("/").text)  # the same user's other session
+    assert other != token
+    ack = f"/alerts/{rig.alert_id}/ack"
+    for bad in ({"comment": "x"}, {"comment": "x", "csrf": "0" * 40}, {"comment": "x", "csrf": other}):
+        r = c.post(ack, data=bad)
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), (bad, r.text)
+    assert (
+        c.post(ack, data={"comment": "x", "csrf": token}, headers={"Origin": "https://evil.example"}).status_code == 403
+    )
+    assert c.get("/api/alerts").json()[0]["acked_by"] is None
+    assert c.post(ack, data={"comment": "  ", "csrf": token}).status_code == 400
+    r = c.post(ack, data={"comment": "on my way", "csrf": token, "lang": "en"})
+    assert r.status_code == 303 and r.headers["location"] == f"/?lang=en#alert-{rig.alert_id}"
+    a = c.get("/api/alerts").json()[0]
+    assert (a["acked_by"], a["ack_comment"]) == ("otto", "on my way")
+    assert ("otto", "alert.ack", f"#{rig.alert_id}", "ok") in {
+        (x["actor"], x["action"], x["target"], x["result"]) for x in rig.records()
+    }
+    assert "acked by otto" in c.get("/?lang=en").text
+    # a silence: one matcher a line, a duration from the list
+    r = c.post(
+        "/silences",
+        data={"matchers": "severity!=info\r\nsite=town-1\r\n", "duration": "1h", "comment": "UPS swap", "csrf": token},
+    )
+    assert r.status_code == 303, r.text
+    (s,) = c.get("/api/silences").json()
+    assert s["matchers"] == ["severity!=info", "site=town-1"] and s["author"] == "otto"
+    assert s["ends_ns"] - s["starts_ns"] == 3600 * 10**9
+    assert "silenced by otto" in c.get("/?lang=en").text
+    bad = c.post("/silences", data={"matchers": "site=~(", "duration": "1h", "comment": "x", "csrf": token})
+    assert bad.status_code == 400 and "bad silence" in bad.text and bad.headers["content-type"].startswith("text/html")
+    assert (
+        c.post("/silences", data={"matchers": "site=a", "duration": "400d", "comment": "x", "csrf": token}).status_code
+        == 400
+    )
+    assert len(c.get("/api/silences").json()) == 1
+
+
+def test_viewer_page_has_no_forms_and_its_posts_are_refused(rig: Rig) -> None:
+    c = page_login(rig, "viewer")
+    page = c.get("/").text
+    assert "UPS 电池供电" in page  # the alert is shown (Chinese by default)...
+    assert 'action="/alerts/' not in page and 'action="/silences"' not in page and 'name="csrf"' not in page
+    r = c.post(f"/alerts/{rig.alert_id}/ack", data={"comment": "x", "csrf": "0" * 40})
+    assert r.status_code == 403 and "alerts.ack" in r.text
+    assert c.post("/silences", data={"matchers": "site=town-1", "comment": "x", "csrf": "0" * 40}).status_code == 403
+    assert c.get("/api/alerts").json()[0]["acked_by"] is None and c.get("/api/silences").json() == []
+    refused = [(x["actor"], x["target"]) for x in rig.records("api.refused")]
+    assert ("vera", f"/alerts/{rig.alert_id}/ack") in refused and ("vera", "/silences") in refused
+    # logged out: no form works either
+    anon = httpx.Client(base_url=rig.base, timeout=10)
+    assert anon.post(f"/alerts/{rig.alert_id}/ack", data={"comment": "x"}).status_code == 401
+
+
+def test_page_language(rig: Rig) -> None:
+    c = rig.client("viewer")
+    assert "当前告警" in c.get("/").text  # no preference: Chinese
+    assert "Active alerts" in c.get("/", headers={"Accept-Language": "en-GB,en;q=0.9"}).text
+    assert "当前告警" in c.get("/", headers={"Accept-Language": "zh-TW,en;q=0.5"}).text
+    assert "Active alerts" in c.get("/?lang=en", headers={"Accept-Language": "zh-CN"}).text
+    assert 'href="/?lang=en"' in c.get("/?lang=zh").text  # the switch
+    assert c.get("/?lang=en&x=1").status_code == 400  # the page keeps the strict query rules
+    assert c.get("/?lang=klingon-9").status_code == 400
+
+
+def test_the_pages_own_refresh_does_not_keep_the_session_alive(rig: Rig) -> None:
+    """page.js marks its refreshes; they read the page but leave the idle clock alone, so an
+    unattended page is logged out after the idle time like any other."""
+    import sqlite3
+
+    def last_seen() -> int:
+        db = sqlite3.connect(rig.users.path)
+        try:
+            (v,) = db.execute("SELECT last_seen_ns FROM sessions s WHERE s.user = 'vera'").fetchone()
+        finally:
+            db.close()
+        return int(v)
+
+    c = page_login(rig, "viewer")
+    c.get("/")
+    before = last_seen()
+    r = c.get("/", headers={"X-Netwatch-Refresh": "1"})
+    assert r.status_code == 200 and 'id="sites"' in r.text
+    assert last_seen() == before
+    c.get("/")
+    assert last_seen() > before
