@@ -93,10 +93,14 @@ class NoticeSink(BaseHTTPRequestHandler):
     log_path = VAR / "notices.jsonl"
     lock = threading.Lock()
     received = 0
+    refused = 0
     MAX_BODY = 64 * 1024
     LANGS = {"demo-zh": "zh", "demo-en": "en"}
 
     def _reply(self, status: int, errcode: int, errmsg: str) -> None:
+        if errcode:
+            with NoticeSink.lock:
+                NoticeSink.refused += 1
         body = orjson.dumps({"errcode": errcode, "errmsg": errmsg})
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -114,6 +118,8 @@ class NoticeSink(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 < length <= self.MAX_BODY:
+            if length > 0:  # read a little of it, so the answer is not lost to a reset
+                self.rfile.read(min(length, 16 * self.MAX_BODY))
             return self._reply(413, 40058, f"body must be 1 to {self.MAX_BODY} bytes")
         try:
             doc = orjson.loads(self.rfile.read(length))
@@ -525,7 +531,9 @@ def main() -> int:
         rooms.reset_clock()
         NoticeSink.started = started
 
-        rel = lambda p: os.path.relpath(p, Path.cwd())  # noqa: E731
+        def rel(p: Path) -> str:
+            return os.path.relpath(p, Path.cwd())
+
         cli = f".venv/bin/netwatch-collector {{}} --config {rel(config)}"
         con.rule("[bold]netwatch demo / 演示[/bold]")
         con.print(f"status page 状态页      http://127.0.0.1:{API_PORT}/")
@@ -591,7 +599,7 @@ def main() -> int:
         uplink.stop()
         rooms.stop()
         devices.stop()
-        con.print(f"notices received 收到通知 {NoticeSink.received}")
+        con.print(f"notices received 收到通知 {NoticeSink.received}, refused 拒收 {NoticeSink.refused}")
     return 0
 
 
