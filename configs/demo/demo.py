@@ -462,6 +462,17 @@ def main() -> int:
     ap.add_argument("--cut-for", type=float, help="how long the cut lasts, in seconds (60; --fast 25)")
     args = ap.parse_args()
 
+    sys.path.insert(0, str(HERE))
+    # The cut must outlast what it takes to page it: the settle window and the group wait, and a
+    # little. (Checked on the shipped config, before anything is touched: --fast keeps both.)
+    shipped = make_plan(args, HERE / "collector.yaml")
+    if shipped.cut_for < shipped.settle + shipped.group_wait + 5:
+        con.print(
+            f"[red]--cut-for {shipped.cut_for:g} is too short[/red]: the collector holds an alert for settle "
+            f"({shipped.settle:g} s) and the group wait ({shipped.group_wait:g} s) before it pages; give at least "
+            f"{shipped.settle + shipped.group_wait + 5:g} s / 中断时间太短，告警来不及发出"
+        )
+        return 2
     busy = busy_ports()
     if busy:
         con.print(f"[red]ports in use on 127.0.0.1: {busy}[/red] — is another demo running? / 端口被占用")
@@ -470,17 +481,8 @@ def main() -> int:
     if VAR.exists():
         shutil.rmtree(VAR)
     (VAR / "logs").mkdir(parents=True)
-    sys.path.insert(0, str(HERE))
     config = fast_config(FAST) if args.fast else HERE / "collector.yaml"
     plan = make_plan(args, config)
-    # The cut must outlast what it takes to page it: the settle window and the group wait, and a little.
-    if plan.cut_for < plan.settle + plan.group_wait + 5:
-        con.print(
-            f"[red]--cut-for {plan.cut_for:g} is too short[/red]: the collector holds an alert for settle "
-            f"({plan.settle:g} s) and the group wait ({plan.group_wait:g} s) before it pages; give at least "
-            f"{plan.settle + plan.group_wait + 5:g} s / 中断时间太短，告警来不及发出"
-        )
-        return 2
 
     portal = ThreadingHTTPServer(("127.0.0.1", PORTAL_PORT), Portal)
     threading.Thread(target=portal.serve_forever, daemon=True).start()

@@ -260,3 +260,19 @@ def test_the_notice_sink_takes_robot_messages_and_refuses_the_rest(tmp_path: Pat
     kept = [orjson.loads(line) for line in NoticeSink.log_path.read_bytes().splitlines()]
     assert [(k["lang"], k["text"]) for k in kept] == [("zh", "🔴 **[严重]** 东区县 不可达 #1")]
     assert (NoticeSink.received, NoticeSink.refused) == (1, 5)
+
+
+def test_a_cut_too_short_to_page_is_refused_before_anything_starts() -> None:
+    before = sorted(p.name for p in VAR.iterdir()) if VAR.exists() else []
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "configs/demo/demo.py"), "--cut-for", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "220"},
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    # settle 10 s + group wait 2 s (configs/demo/collector.yaml) + 5 s to spare
+    assert "--cut-for 5 is too short" in r.stdout and "at least 17 s" in r.stdout, r.stdout
+    assert (sorted(p.name for p in VAR.iterdir()) if VAR.exists() else []) == before  # the last run's files are kept
