@@ -132,7 +132,9 @@ class NoticeSink(BaseHTTPRequestHandler):
         with NoticeSink.lock:
             NoticeSink.received += 1
             with open(NoticeSink.log_path, "ab") as f:
-                f.write(orjson.dumps({"t": round(t, 1), "time": datetime.now().isoformat(), "lang": lang, "text": content}))
+                f.write(
+                    orjson.dumps({"t": round(t, 1), "time": datetime.now().isoformat(), "lang": lang, "text": content})
+                )
                 f.write(b"\n")
             title = f"{clock(t)} · notice 通知 · {'中文' if lang == 'zh' else 'English'}"
             con.print(Panel(Markdown(content), title=title, title_align="left", border_style="magenta", expand=False))
@@ -410,10 +412,9 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace, config: Path) -> Plan:
+    from agent.config import load as load_agent
     from collector import config as collector_config
     from collector.alerting.rules import load_rules
-
-    from agent.config import load as load_agent
 
     cfg = collector_config.load(config)
     assert cfg.alerting is not None
@@ -422,7 +423,11 @@ def make_plan(args: argparse.Namespace, config: Path) -> Plan:
         raise SystemExit(f"{cfg.alerting.rules}: the demo needs the {ROOM_RULE} rule (when: '> N', clear: '<= M')")
     assert isinstance(rule.clear.const, float)
     routes = cfg.alerting.routes
-    room = next(p for p in load_agent(HERE / "agents" / "city-centre.yaml", check_files=False).probes if p.name == "city-room-th")
+    room = next(
+        p
+        for p in load_agent(HERE / "agents" / "city-centre.yaml", check_files=False).probes
+        if p.name == "city-room-th"
+    )
     fast = args.fast
     return Plan(
         heat_at=args.heat_at if args.heat_at is not None else (5.0 if fast else 20.0),
@@ -546,7 +551,9 @@ def main() -> int:
         con.print(f"one node, once 单节点   .venv/bin/netwatch-agent once --config {rel(agents[-1])}")
         con.print(f"logs 日志               {rel(VAR / 'logs')}/   notices 通知 {rel(NoticeSink.log_path)}")
         if args.fast:
-            con.print(f"[yellow]--fast: the rules' durations are divided by {FAST} ({rel(VAR / 'rules-fast.yaml')})[/yellow]")
+            con.print(
+                f"[yellow]--fast: the rules' durations are divided by {FAST} ({rel(VAR / 'rules-fast.yaml')})[/yellow]"
+            )
         con.print("Ctrl-C stops everything / 按 Ctrl-C 停止")
         con.rule("timeline 时间线 (t+0: now 现在)")
         for t, en, zh in plan.events():
@@ -564,7 +571,9 @@ def main() -> int:
                 con.print(f"[yellow]{clock(elapsed)}  the portal has been defaced / 门户网站被篡改[/yellow]")
             if elapsed >= plan.heat_at and "heat" not in said:
                 said.add("heat")
-                con.print(f"[yellow]{clock(elapsed)}  the city machine room's air conditioning fails / 市中心机房空调故障[/yellow]")
+                con.print(
+                    f"[yellow]{clock(elapsed)}  the city machine room's air conditioning fails / 市中心机房空调故障[/yellow]"
+                )
             if elapsed >= repaired and "repaired" not in said:
                 said.add("repaired")
                 con.print(f"[green]{clock(elapsed)}  the air conditioning is repaired / 空调已修复[/green]")
