@@ -534,6 +534,18 @@ def main() -> int:
         agents = sorted((HERE / "agents").glob("*.yaml"))
         for cfg in agents:
             start(cfg.stem, [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)])
+        # The timeline starts once every agent reports: a cut before East County's agents were ever
+        # seen would be a county that never came up, not one cut off.
+        con.print("waiting for the agents to report / 等待各节点上线 …")
+        deadline = time.monotonic() + 90
+        while online_agents() < len(agents):
+            dead = [name for name, p in procs if p.poll() is not None]
+            if dead or time.monotonic() > deadline or stop.wait(0.5):
+                if not stop.is_set():
+                    con.print(
+                        f"[red]not every agent came online[/red] ({', '.join(dead) or 'in 90 s'}); see {VAR / 'logs'}"
+                    )
+                return 3
         started = time.monotonic()
         rooms.reset_clock()
         NoticeSink.started = started
@@ -621,6 +633,15 @@ def stop_proc(name: str, p: subprocess.Popen[bytes]) -> None:
         con.print(f"[yellow]{name} did not stop in 20 s; killing pid {p.pid}[/yellow]")
         p.kill()
         p.wait()
+
+
+def online_agents() -> int:
+    try:
+        rows = get_json("/api/agents")
+    except OSError:
+        return 0
+    assert isinstance(rows, list)
+    return sum(1 for r in rows if r["status"] == "online")
 
 
 def status_line(rooms: Any, uplink: Uplink, n_agents: int) -> None:

@@ -115,6 +115,7 @@ def test_demo_runs_and_stops_cleanly(demo: Run) -> None:
         temps = reader.query("device_sensor", tags={"agent": "township-east-1"})
         ups = reader.query("ups", tags={"agent": "city-centre"})
         county_host = reader.query("host_cpu", tags={"agent": "county-east"})
+        county_to_city = reader.query("tcp", tags={"agent": "county-east", "target": "city-broker"})
     finally:
         reader.close()
     changed = [s.fields.get("changed") for s in http if "changed" in s.fields]
@@ -135,6 +136,9 @@ def test_demo_runs_and_stops_cleanly(demo: Run) -> None:
     times = sorted(s.time_ns for s in county_host)
     gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:], strict=False)]
     assert len(times) >= 4 and max(gaps) < 20, gaps
+    # and what it measured across its uplink shows the cut from its side: refused while it lasted
+    results = [s.fields["result"] for s in sorted(county_to_city, key=lambda s: s.time_ns)]
+    assert results[0] == "ok" and results[-1] == "ok" and results.count("refused") >= 3, results
 
 
 def _plain(markdown: str) -> str:
