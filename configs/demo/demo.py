@@ -541,10 +541,11 @@ def main() -> int:
         while online_agents() < len(agents):
             dead = [name for name, p in procs if p.poll() is not None]
             if dead or time.monotonic() > deadline or stop.wait(0.5):
-                if not stop.is_set():
-                    con.print(
-                        f"[red]not every agent came online[/red] ({', '.join(dead) or 'in 90 s'}); see {VAR / 'logs'}"
-                    )
+                if stop.is_set():
+                    return 0
+                con.print(
+                    f"[red]not every agent came online[/red] ({', '.join(dead) or 'in 90 s'}); see {VAR / 'logs'}"
+                )
                 return 3
         started = time.monotonic()
         rooms.reset_clock()
