@@ -574,7 +574,8 @@ def main() -> int:
         con.rule()
 
         cut_start, cut_end = plan.cut_at, plan.cut_at + plan.cut_for
-        repaired = plan.heat_wave().at_s + plan.heat_wave().ramp_s + plan.heat_wave().hold_s
+        wave = plan.heat_wave()
+        repaired = wave.at_s + wave.ramp_s + wave.hold_s
         said: set[str] = set()
         next_status = 10.0
         while not stop.wait(0.5):
@@ -610,11 +611,11 @@ def main() -> int:
     finally:
         con.print("stopping / 正在停止 …")
         # The collector first: agents stopping one by one are not a site going dark.
-        for _name, p in procs:
+        for name, p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-            if _name == "collector":
-                stop_proc(_name, p)
+            if name == "collector":
+                stop_proc(name, p)
         for name, p in procs:
             stop_proc(name, p)
         for server in (portal, sink):
