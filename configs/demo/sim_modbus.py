@@ -1,6 +1,8 @@
 """Simulated machine-room Modbus devices for the demo, on one pymodbus TCP server in a thread: a Renke
-RS-WS-N01 T/H sensor (unit 1) whose temperature drifts past 27 °C and back, and a DI module (unit 2)
-whose door contact (input 1) opens now and then. ``start(port).stop()``; or run this file."""
+RS-WS-N01 T/H sensor (unit 1) whose temperature drifts on a slow sine (past 27 °C and back with the
+defaults), a DI module (unit 2) whose door contact (input 1) opens now and then, and — when given a
+``HeatWave`` — a second Renke sensor (unit 3) in a room whose air conditioning fails for a while.
+``start(port).stop()``; or run this file."""
 
 from __future__ import annotations
 
@@ -20,9 +22,51 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 #: GB 50174-2017 Appendix A: room inlet temperature upper limit (°C).
 ROOM_MAX_C = 27.0
-RENKE_UNIT, DI_UNIT = 1, 2
-UNITS = frozenset({RENKE_UNIT, DI_UNIT})
+RENKE_UNIT, DI_UNIT, HEAT_UNIT = 1, 2, 3
+UNITS = frozenset({RENKE_UNIT, DI_UNIT})  # and HEAT_UNIT when there is a heat wave
 GATEWAY_NO_RESPONSE = 11
+
+
+_MAGNUS_B, _MAGNUS_C = 17.62, 243.12  # the Magnus formula over water (Sonntag 1990)
+
+
+def humidity_for_dew_point(temperature_c: float, dew_point_c: float) -> float:
+    """The relative humidity (%) of air at ``temperature_c`` holding the moisture of ``dew_point_c``."""
+    b, c = _MAGNUS_B, _MAGNUS_C
+    return 100.0 * math.exp(b * dew_point_c / (c + dew_point_c) - b * temperature_c / (c + temperature_c))
+
+
+@dataclass
+class HeatWave:
+    """A machine room whose air conditioning fails ``at_s`` seconds after the clock starts: it warms
+    from ``base_c`` to ``peak_c`` over ``ramp_s``, stays there ``hold_s``, and once the unit is
+    repaired cools back as fast. No moisture comes in or goes out, so the dew point stays at
+    ``dew_point_c`` and the relative humidity falls as the room warms (as it does in a real room)."""
+
+    at_s: float
+    hold_s: float
+    ramp_s: float = 10.0
+    base_c: float = 24.0
+    peak_c: float = 28.5
+    dew_point_c: float = 12.5
+
+    @property
+    def ends_s(self) -> float:
+        """When the room is back at ``base_c``."""
+        return self.at_s + 2 * self.ramp_s + self.hold_s
+
+    def temperature_c(self, t: float) -> float:
+        up = (t - self.at_s) / self.ramp_s
+        down = (self.ends_s - t) / self.ramp_s
+        return self.base_c + (self.peak_c - self.base_c) * max(0.0, min(1.0, up, down))
+
+    def above_s(self, limit_c: float) -> tuple[float, float]:
+        """The span of seconds (start, end) in which the room is above ``limit_c``."""
+        frac = (limit_c - self.base_c) / (self.peak_c - self.base_c)
+        return self.at_s + frac * self.ramp_s, self.ends_s - frac * self.ramp_s
+
+    def humidity_pct(self, t: float) -> float:
+        return humidity_for_dew_point(self.temperature_c(t), self.dew_point_c)
 
 
 @dataclass
@@ -37,22 +81,28 @@ class Room:
     swing_c: float = 5.0
     door_every_s: float = 75.0
     door_open_s: float = 15.0
+    #: when given, the room follows this instead of the sine
+    wave: HeatWave | None = None
     t0: float = field(default_factory=time.monotonic)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
 
     def temperature_c(self, t: float) -> float:
+        if self.wave is not None:
+            return self.wave.temperature_c(t)
         return self.base_c + self.swing_c * math.sin(2 * math.pi * t / self.period_s)
 
     def humidity_pct(self, t: float) -> float:
+        if self.wave is not None:
+            return self.wave.humidity_pct(t)
         return 50.0 - 8.0 * math.sin(2 * math.pi * t / self.period_s)
 
     def door_open(self, t: float) -> bool:
         return t % self.door_every_s >= self.door_every_s - self.door_open_s
 
 
-def _renke(room: Room) -> SimDevice:
+def _renke(room: Room, unit: int = RENKE_UNIT) -> SimDevice:
     async def update(fc: int, start: int, address: int, count: int, regs: list[int], values: object) -> None:
         # Registers are filled in at each read, so every poll sees the room as it is now.
         if fc == 3:
@@ -62,7 +112,7 @@ def _renke(room: Room) -> SimDevice:
         return None
 
     return SimDevice(
-        RENKE_UNIT,
+        unit,
         simdata=(
             [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
             [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
@@ -98,10 +148,12 @@ def _di_module(room: Room) -> SimDevice:
 class SimHandle:
     """The running simulator: ``port``, ``room`` (what it reports) and ``stop()``."""
 
-    def __init__(self, port: int, room: Room, host: str, rtu_over_tcp: bool) -> None:
+    def __init__(self, port: int, room: Room, host: str, rtu_over_tcp: bool, hot_room: Room | None = None) -> None:
         self.port = port
         self.host = host
         self.room = room
+        #: the room of unit 3 (a HeatWave), when there is one
+        self.hot_room = hot_room
         self._framer = FramerType.RTU if rtu_over_tcp else FramerType.SOCKET
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -125,18 +177,23 @@ class SimHandle:
         if log.level == logging.NOTSET:
             log.setLevel(logging.CRITICAL)
         rtu = self._framer == FramerType.RTU
+        units = UNITS | ({HEAT_UNIT} if self.hot_room is not None else set())
 
         def absent_units(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-            if sending and pdu.dev_id not in UNITS and isinstance(pdu, ExceptionResponse):
+            if sending and pdu.dev_id not in units and isinstance(pdu, ExceptionResponse):
                 pdu.exception_code = GATEWAY_NO_RESPONSE
             return pdu
 
         def silent_units(sending: bool, frame: bytes) -> bytes:
-            return b"" if rtu and sending and frame and frame[0] not in UNITS else frame
+            return b"" if rtu and sending and frame and frame[0] not in units else frame
 
         try:
             server = ModbusTcpServer(
-                [_renke(self.room), _di_module(self.room)],
+                [
+                    _renke(self.room),
+                    _di_module(self.room),
+                    *([_renke(self.hot_room, HEAT_UNIT)] if self.hot_room is not None else []),
+                ],
                 address=(self.host, self.port),
                 framer=self._framer,
                 trace_pdu=absent_units,
@@ -150,6 +207,13 @@ class SimHandle:
         self._ready.set()
         await self._stop.wait()
         await server.shutdown()
+
+    def reset_clock(self) -> None:
+        """Start the rooms' clocks (the sine, the door, the heat wave) now."""
+        now = time.monotonic()
+        for room in (self.room, self.hot_room):
+            if room is not None:
+                room.t0 = now
 
     def start(self, timeout_s: float = 10.0) -> SimHandle:
         self._thread.start()
@@ -179,11 +243,15 @@ def start(
     rtu_over_tcp: bool = False,
     door_every_s: float = 75.0,
     door_open_s: float = 15.0,
+    swing_c: float = 5.0,
+    heat_wave: HeatWave | None = None,
 ) -> SimHandle:
-    """Serve the two devices on ``host:port`` (Modbus TCP, or RTU framing over TCP like a serial
-    server) until ``.stop()``. ``period_s`` is one full temperature cycle."""
-    room = Room(period_s=period_s, door_every_s=door_every_s, door_open_s=door_open_s)
-    return SimHandle(port, room, host, rtu_over_tcp).start()
+    """Serve the devices on ``host:port`` (Modbus TCP, or RTU framing over TCP like a serial
+    server) until ``.stop()``. ``period_s`` is one full temperature cycle of unit 1, ``swing_c`` its
+    amplitude; ``heat_wave`` adds unit 3, a second sensor in a room that follows it."""
+    room = Room(period_s=period_s, swing_c=swing_c, door_every_s=door_every_s, door_open_s=door_open_s)
+    hot = Room(wave=heat_wave, door_every_s=door_every_s, door_open_s=door_open_s) if heat_wave is not None else None
+    return SimHandle(port, room, host, rtu_over_tcp, hot).start()
 
 
 def main() -> None:
