@@ -10,10 +10,38 @@ import threading
 log = logging.getLogger("netwatch.collector.broker")
 
 
+#: Seconds past a client's keep-alive before it is dropped and its Last Will published. MQTT
+#: asks for 1.5 × keep-alive; paho pings at keep-alive (+ up to 1 s), so half the agents' default
+#: 30 s leaves room for a late ping.
+KEEPALIVE_GRACE_S = 15
+
+_patched = False
+
+
+def _enforce_keepalive() -> None:
+    """amqtt 0.12 waits out a silent client's keep-alive and then does nothing: a client behind a
+    dead link stays connected for ever and its Last Will never goes out, so the collector would
+    see a cut-off county as online. Drop the connection on that timeout as the MQTT spec says
+    (3.1.2.10), which makes amqtt publish the will as for any abnormal disconnect."""
+    global _patched
+    if _patched:
+        return
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    def handle_read_timeout(self: BrokerProtocolHandler) -> None:
+        client = self.session.client_id if self.session is not None else "?"
+        log.warning("MQTT client %s sent nothing within its keep-alive: dropped, its Last Will goes out", client)
+        asyncio.ensure_future(self.handle_connection_closed())
+
+    BrokerProtocolHandler.handle_read_timeout = handle_read_timeout
+    _patched = True
+
+
 class EmbeddedBroker:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, keepalive_grace_s: int = KEEPALIVE_GRACE_S) -> None:
         self.host = host
         self.port = port
+        self.keepalive_grace_s = keepalive_grace_s
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -37,12 +65,16 @@ class EmbeddedBroker:
             logging.getLogger(name).setLevel(logging.WARNING)
         from amqtt.broker import Broker
 
+        _enforce_keepalive()
+
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             broker = Broker(
                 {
                     "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                    # Waits keep_alive + this many seconds for a packet before dropping the client.
+                    "timeout_disconnect_delay": self.keepalive_grace_s,
                     "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
                 }
             )
