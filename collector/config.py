@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
@@ -48,11 +48,21 @@ class SqliteStore(StrictModel):
 
 class InfluxStore(StrictModel):
     url: str
+    #: 2 (the default) and 3: the v2 write API (``/api/v2/write``: org, bucket, token) of InfluxDB
+    #: 2.x/3.x and VictoriaMetrics; 1: InfluxDB 1.x (``/write``: database, username, password)
+    version: Literal[1, 2, 3] = 2
     org: str = ""
     bucket: str = "netwatch"
     token: str | None = Field(None, repr=False)
     token_env: str | None = None
     token_file: ExistingFile | None = None
+    #: version 1: the database (it must exist) and retention policy (default: the database's default)
+    database: str | None = Field(None, min_length=1)
+    retention_policy: str | None = Field(None, min_length=1)
+    #: version 1: the user (needs WRITE on the database) and its password, from a file or the environment
+    username: str | None = Field(None, min_length=1)
+    password_env: str | None = None
+    password_file: ExistingFile | None = None
     batch_size: int = Field(5000, ge=1, le=100_000)
     timeout: Duration = 10.0
     verify_tls: bool = True
@@ -63,20 +73,50 @@ class InfluxStore(StrictModel):
     spool_max_bytes: ByteSize = 1024**3
 
     @model_validator(mode="after")
-    def _token(self, info: ValidationInfo) -> InfluxStore:
-        given = [n for n in ("token", "token_env", "token_file") if getattr(self, n) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give only one of {', '.join(given)}")
+    def _check(self, info: ValidationInfo) -> InfluxStore:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
+        v1_keys = ("database", "retention_policy", "username", "password_env", "password_file")
+        v2_keys = ("org", "bucket", "token", "token_env", "token_file")
+        if self.version == 1:
+            wrong = [n for n in v2_keys if n in self.model_fields_set]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(wrong)}: InfluxDB 1.x (version: 1) has no org, bucket or token; "
+                    "remove them and give database, username and password_file or password_env"
+                )
+            if self.database is None:
+                raise ValueError("version 1 writes into a database: add database: <name> (it must exist)")
+            passwords = [n for n in ("password_env", "password_file") if getattr(self, n) is not None]
+            if len(passwords) > 1:
+                raise ValueError("give only one of password_env, password_file")
+            if self.username is not None and not passwords:
+                raise ValueError(f"username {self.username!r} needs a password: add password_file or password_env")
+            if passwords and self.username is None:
+                raise ValueError(f"{passwords[0]} needs a user: add username")
+        else:
+            wrong = [n for n in v1_keys if getattr(self, n) is not None]
+            if wrong:
+                raise ValueError(
+                    f"{', '.join(wrong)} only apply to InfluxDB 1.x: add version: 1, "
+                    "or use org, bucket and token for the v2 write API"
+                )
+            given = [n for n in ("token", "token_env", "token_file") if getattr(self, n) is not None]
+            if len(given) > 1:
+                raise ValueError(f"give only one of {', '.join(given)}")
         if not checks_files(info):
             return self
-        if self.token_env is not None and self.token_env not in os.environ:
-            raise ValueError(f"environment variable {self.token_env} (token_env) is not set")
+        for key in ("token_env", "password_env"):
+            name = getattr(self, key)
+            if name is not None and name not in os.environ:
+                raise ValueError(f"environment variable {name} ({key}) is not set")
         return self
 
     def resolved_token(self) -> str:
         return read_secret(self.token, self.token_env, self.token_file, "storage.influxdb token") or ""
+
+    def resolved_password(self) -> str:
+        return read_secret(None, self.password_env, self.password_file, "storage.influxdb password") or ""
 
 
 class Storage(StrictModel):

@@ -54,20 +54,36 @@ def build_sinks(cfg: CollectorConfig) -> list[Sink]:
         assert cfg.sqlite is not None
         sinks.append(SqliteSink(cfg.sqlite_path, retention_s=cfg.sqlite.retention))
     if cfg.influxdb is not None:
-        from collector.storage.influx import InfluxSink
+        from collector.storage.influx import Influx1Sink, InfluxSink
 
         i = cfg.influxdb
-        influx: Sink = InfluxSink(
-            i.url,
-            i.org,
-            i.bucket,
-            i.resolved_token(),
-            batch_size=i.batch_size,
-            timeout_s=i.timeout,
-            verify_tls=i.verify_tls,
-            ca_file=str(i.ca_file) if i.ca_file else None,
-            drop_string_fields=i.drop_string_fields,
-        )
+        influx: Sink
+        if i.version == 1:
+            assert i.database is not None  # the config checked it
+            influx = Influx1Sink(
+                i.url,
+                i.database,
+                retention_policy=i.retention_policy or "",
+                username=i.username or "",
+                password=i.resolved_password(),
+                batch_size=i.batch_size,
+                timeout_s=i.timeout,
+                verify_tls=i.verify_tls,
+                ca_file=str(i.ca_file) if i.ca_file else None,
+                drop_string_fields=i.drop_string_fields,
+            )
+        else:
+            influx = InfluxSink(
+                i.url,
+                i.org,
+                i.bucket,
+                i.resolved_token(),
+                batch_size=i.batch_size,
+                timeout_s=i.timeout,
+                verify_tls=i.verify_tls,
+                ca_file=str(i.ca_file) if i.ca_file else None,
+                drop_string_fields=i.drop_string_fields,
+            )
         if i.spool_max_bytes > 0:
             influx = BufferedSink(influx, cfg.data_dir / "spool-influxdb.db", max_bytes=i.spool_max_bytes)
         sinks.append(influx)

@@ -8,10 +8,12 @@ from typing import TypeVar
 
 import pytest
 from services import (
+    Influxd,
     Mosquitto,
     Service,
     ServiceMissing,
     VictoriaMetrics,
+    start_influxd,
     start_mosquitto,
     start_secure_mosquitto,
     start_victoria_metrics,
@@ -48,3 +50,11 @@ def mosquitto_secure(tmp_path: Path) -> Iterator[Mosquitto]:
 def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     """VictoriaMetrics with ``-dedup.minScrapeInterval=1ms``; ~60 ms to start, so per test."""
     yield from _run(lambda: start_victoria_metrics(tmp_path / "vm"))
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """Debian's InfluxDB 1.6.7, auth on, one per session (per xdist worker): ``url``,
+    ``admin_user``/``admin_password``, ``query(influxql, db=...)`` (parsed JSON), ``points()``,
+    ``new_database()`` — give each test its own database; do not stop this shared server."""
+    yield from _run(lambda: start_influxd(tmp_path_factory.mktemp("influxd")))
