@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import sys
 import threading
@@ -89,6 +90,7 @@ class Run:
     start_ns: int = 0
     end_ns: int = 0
     influx: Any = None
+    influx_db: str = ""
 
 
 def _agent_yaml(tmp: Path, aid: str, site: str, mqtt_port: int, probes: str) -> Path:
@@ -131,9 +133,12 @@ def _portal_baseline(url: str, ca: Path) -> str:
 
 
 @contextlib.contextmanager
-def real_run(tmp: Path, *, seconds: float = 25.0, influx_sink: str | None = None, influx: Any = None) -> Iterator[Run]:
-    """Start everything, let it run ``seconds``, stop the agents (drained), and yield the stores.
-    ``influx_sink``: the ``storage:`` lines of a second collector writing to InfluxDB."""
+def real_run(
+    tmp: Path, *, seconds: float = 25.0, influx: Any = None, influx_config: dict[str, Any] | None = None
+) -> Iterator[Run]:
+    """Start everything, let it run ``seconds`` and yield, agents still running, with the stores
+    loaded. ``influx``/``influx_config``: an InfluxDB 1.x server (tests/services.Influxd) and the
+    collector's ``storage.influxdb`` section for it, written by a second collector on the broker."""
     sys.path.insert(0, str(DEMO))
     import sim_modbus
     import sim_snmp
@@ -144,7 +149,7 @@ def real_run(tmp: Path, *, seconds: float = 25.0, influx_sink: str | None = None
         stack.callback(broker.close)
         vm = start_victoria_metrics(tmp / "vm")
         stack.callback(vm.close)
-        run = Run(tmp, vm, broker, influx=influx)
+        run = Run(tmp, vm, broker, influx=influx, influx_db=(influx_config or {}).get("database", ""))
 
         # devices
         snmp_port = free_port()
@@ -171,8 +176,8 @@ def real_run(tmp: Path, *, seconds: float = 25.0, influx_sink: str | None = None
         sinks = {
             "col-vm": f"  influxdb: {{url: '{vm.url}', bucket: netwatch, drop_string_fields: true, timeout: 5s}}\n"
         }
-        if influx_sink is not None:
-            sinks["col-influx"] = influx_sink
+        if influx_config is not None:
+            sinks["col-influx"] = f"  influxdb: {json.dumps(influx_config)}\n"
         for name, sink in sinks.items():
             api_port = free_port()
             col = CollectorProc(_collector_yaml(tmp, name, broker.port, api_port, sink), api_port, tmp / f"{name}.log")
