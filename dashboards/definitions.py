@@ -332,6 +332,23 @@ ROOM = Dashboard(
             width=24,
         ),
         Panel(
+            "Leak cable 漏水感应线",
+            "state",
+            (
+                _series("leak", "leak", ("site", "device"), agg="last", legend_suffix="leak"),
+                _series("leak", "cable_break", ("site", "device"), agg="last", legend_suffix="cable break", ref="B"),
+            ),
+            mappings=ALARM,
+            description="Leak-locating cable: water on it, or the cable broken (then it is not watching)",
+        ),
+        Panel(
+            "Leak distance 漏水位置",
+            "table",
+            (_latest("leak", "distance_m", ("site", "device"), agg="last"),),
+            unit="lengthm",
+            description="Distance of the leak along the cable / 漏点距控制器的距离",
+        ),
+        Panel(
             "UPS source UPS 供电方式",
             "state",
             (_series("ups", "output_source", ("site", "device"), agg="last"),),

@@ -13,13 +13,13 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from e2e.procs import CollectorProc, Proc, agent_proc
+from e2e.procs import CollectorProc, Proc, agent_proc, read_tee
 from services import Mosquitto, VictoriaMetrics, free_port, make_tls_files, start_mosquitto, start_victoria_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +65,56 @@ rules:
     severity: critical
     summary: {en: "{site}: room {value:.1f} °C", zh: "{site}：机房 {value:.1f} °C"}
 """
+
+
+#: the leak-locating cable's reading: a leak 12.5 m along the cable (float32 0x41480000, CDAB)
+LEAK_DISTANCE_M = 12.5
+
+
+class LeakCable:
+    """An Aqualeak 10K controller (probes/modbus/maps/aqualeak_10k.yaml) on its own pymodbus
+    server in a thread: status bits in input register 0 (leak on), the distance at 8000."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        from pymodbus.server import ModbusTcpServer
+        from pymodbus.simulator import DataType, SimData, SimDevice
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        device = SimDevice(
+            1,
+            simdata=(
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(0, values=[0], datatype=DataType.REGISTERS)],
+                [
+                    SimData(0, values=[0b001], datatype=DataType.REGISTERS),
+                    SimData(8000, values=[0x0000, 0x4148], datatype=DataType.REGISTERS),
+                ],
+            ),
+        )
+        server = ModbusTcpServer([device], address=("127.0.0.1", self.port))
+        await server.serve_forever(background=True)
+        self._ready.set()
+        await self._stop.wait()
+        await server.shutdown()
+
+    def start(self) -> LeakCable:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise TimeoutError(f"leak cable simulator not listening on 127.0.0.1:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
 
 
 class _Portal(BaseHTTPRequestHandler):
@@ -134,11 +184,19 @@ def _portal_baseline(url: str, ca: Path) -> str:
 
 @contextlib.contextmanager
 def real_run(
-    tmp: Path, *, seconds: float = 25.0, influx: Any = None, influx_config: dict[str, Any] | None = None
+    tmp: Path,
+    *,
+    ready: Callable[[Run], bool] = lambda run: True,
+    min_s: float = 10.0,
+    max_s: float = 120.0,
+    influx: Any = None,
+    influx_config: dict[str, Any] | None = None,
 ) -> Iterator[Run]:
-    """Start everything, let it run ``seconds`` and yield, agents still running, with the stores
-    loaded. ``influx``/``influx_config``: an InfluxDB 1.x server (tests/services.Influxd) and the
-    collector's ``storage.influxdb`` section for it, written by a second collector on the broker."""
+    """Start everything, run until ``ready(run)`` (at least ``min_s``, at most ``max_s``: on a
+    loaded machine snmpsim answers slowly) and yield, agents still running, once the stores hold
+    everything the agents recorded by ``run.end_ns``. ``influx``/``influx_config``: an InfluxDB 1.x
+    server (tests/services.Influxd) and the collector's ``storage.influxdb`` section for it,
+    written by a second collector on the same broker."""
     sys.path.insert(0, str(DEMO))
     import sim_modbus
     import sim_snmp
@@ -162,6 +220,9 @@ def real_run(
         modbus_port = free_port()
         room = sim_modbus.start(modbus_port, period_s=600, door_every_s=6, door_open_s=3)
         stack.callback(room.stop)
+        leak_port = free_port()
+        leak = LeakCable(leak_port).start()
+        stack.callback(leak.stop)
         tls = make_tls_files(tmp / "portal-tls")
         portal = ThreadingHTTPServer(("127.0.0.1", 0), _Portal)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -219,6 +280,8 @@ def real_run(
                 " labels: {main: machine-room}, interval: 2s, timeout: 2s}\n"
                 f"  - {{type: modbus, name: room-di, target: 'tcp://127.0.0.1:{modbus_port}', unit: 2, map: generic_di8,"
                 " points: [di1, di2, di3], labels: {di1: door-main, di2: smoke-1, di3: water-1}, interval: 1s, timeout: 1s}\n"
+                + f"  - {{type: modbus, name: leak-cable, target: 'tcp://127.0.0.1:{leak_port}', unit: 1,"
+                " map: aqualeak_10k, interval: 2s, timeout: 2s}\n"
                 + snmp_probe.format(name="sw-t1", community=sim_snmp.MOVING_SWITCH, interval="3s", extra="")
                 + snmp_probe.format(name="ups-t1", community=UPS_RECORDING, interval="10s", extra="")
                 + snmp_probe.format(name="pdu-t1", community=PDU_RECORDING, interval="10s", extra=""),
@@ -240,11 +303,25 @@ def real_run(
             stack.callback(p.kill)
             run.agents[aid] = p
         # Agents keep running while the tests query: "agents online" is what it is now.
-        time.sleep(seconds)
-        # The tests look at [start_ns, end_ns]: what the agents recorded by end_ns has reached
-        # the stores a few seconds later (batches every 0.5 s).
+        t0 = time.monotonic()
+        while True:
+            time.sleep(1.0)
+            elapsed = time.monotonic() - t0
+            if elapsed >= max_s or (elapsed >= min_s and ready(run)):
+                break
+        time.sleep(2.0)  # the collectors' next site/alert series after what made it ready
+        # The tests look at [start_ns, end_ns]: wait until each collector stored, per agent, at
+        # least as many samples as the agent recorded by then (its spool sends them in order).
         run.end_ns = time.time_ns()
-        time.sleep(4.0)
+        recorded = {aid: sum(1 for s in read_tee(tmp / f"{aid}.tee") if s["time"] <= run.end_ns) for aid in run.agents}
+        deadline = time.monotonic() + 60
+        for col in run.collectors:
+            while True:
+                stored = {a["id"]: a.get("samples", 0) for a in col.get("/api/agents")}
+                if all(stored.get(aid, 0) >= n for aid, n in recorded.items()):
+                    break
+                assert time.monotonic() < deadline, f"{col.log.stem} stored {stored}, agents recorded {recorded}"
+                time.sleep(0.5)
         for name, p in [*run.agents.items(), *((c.name, c) for c in run.collectors)]:
             assert p.alive(), f"{name} died:\n{p.tail()}"
         vm.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -73,7 +74,19 @@ def substitute(text: str, selection: dict[str, list[str] | None], flavour: Flavo
 
 
 # ------------------------------------------------------------------------------- the oracle
-def expected_groups(run: Run, q: Query, selection: dict[str, list[str] | None], collector: str) -> set[tuple[str, ...]]:
+def tee_rows(run: Run) -> list[dict[str, Any]]:
+    return [s for aid in AGENT_IDS for s in read_tee(run.tmp / f"{aid}.tee")]
+
+
+def expected_groups(
+    run: Run,
+    q: Query,
+    selection: dict[str, list[str] | None],
+    collector: str,
+    *,
+    tee: list[dict[str, Any]] | None = None,
+    until_ns: int | None = None,
+) -> set[tuple[str, ...]]:
     """The groups a query must return, from what the agents recorded sending (their tee files)
     or, for the collector's own series, from the run's topology and configuration."""
     filters = [(tag, _regex(selection.get(VARIABLE_TAGS[tag]))) for tag in q.variables]
@@ -91,11 +104,12 @@ def expected_groups(run: Run, q: Query, selection: dict[str, list[str] | None], 
     elif q.measurement == "netwatch_collector":
         rows = [{"collector": collector}]
     else:
-        rows = []
-        for aid in AGENT_IDS:
-            for s in read_tee(run.tmp / f"{aid}.tee"):
-                if s["measurement"] == q.measurement and q.field in s["fields"] and s["time"] <= run.end_ns:
-                    rows.append({**s["tags"], "county": COUNTY_OF.get(s["tags"]["site"], "")})
+        until = until_ns or run.end_ns
+        rows = [
+            {**s["tags"], "county": COUNTY_OF.get(s["tags"]["site"], "")}
+            for s in (tee if tee is not None else tee_rows(run))
+            if s["measurement"] == q.measurement and q.field in s["fields"] and s["time"] <= until
+        ]
     return {tuple(r.get(b, "") for b in q.by) for r in rows if keep(r)}
 
 
@@ -182,8 +196,21 @@ def run(tmp_path_factory: pytest.TempPathFactory, influxd: Influxd) -> Iterator[
     """One real run for the whole module, feeding VictoriaMetrics and InfluxDB 1.x at once."""
     tmp = tmp_path_factory.mktemp("dashrun")
     config = influxd.storage_config(influxd.new_database("dash"), tmp / "influx.pass")
-    with real_run(tmp, seconds=20, influx=influxd, influx_config=config) as r:
+    with real_run(tmp, ready=_ready, influx=influxd, influx_config=config) as r:
         yield r
+
+
+#: alerts the run's rules must raise: GE0/0/2 of sw-county-a and of sw-t1 (warning), t1's room (critical)
+FIRING = 3
+
+
+def _ready(run: Run) -> bool:
+    """Every panel has something to show (by the agents' records) and every alert has fired."""
+    tee, now = tee_rows(run), time.time_ns()
+    for d, _, q in _all_queries():
+        if not expected_groups(run, q, SELECTIONS[d.uid], "-", tee=tee, until_ns=now):
+            return False
+    return all(c.get("/api/stats").get("alerting_active", 0) >= FIRING for c in run.collectors)
 
 
 @pytest.fixture(params=ENGINES)
@@ -230,6 +257,10 @@ def test_values_worked_out_from_the_simulators(run: Run, engine: Prom | Influx) 
     # the Eaton recording: 1092 min runtime; the portal's certificate: 30 days from now
     runtime = engine.groups(panel["UPS runtime 剩余时间"].queries[0], SELECTIONS[ROOM.uid])
     assert set(runtime.values()) == {1092.0}
+    leak = engine.groups(panel["Leak cable 漏水感应线"].queries[0], SELECTIONS[ROOM.uid])
+    assert leak == {("t1", "leak-cable"): 1.0}
+    distance = engine.groups(panel["Leak distance 漏水位置"].queries[0], SELECTIONS[ROOM.uid])
+    assert distance == {("t1", "leak-cable"): 12.5}
     cert = engine.groups(panel["Certificate days left 证书剩余天数"].queries[0], SELECTIONS[PORTALS.uid])
     assert all(29.9 < v <= 30.0 for v in cert.values()) and cert
 
