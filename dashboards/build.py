@@ -79,18 +79,16 @@ def _panel(p: Panel, flavour: Flavour) -> cogbuilder.Builder[dash_model.Panel]:
             .steps([dash_model.Threshold(value=v, color=c) for v, c in p.thresholds])
         )
     if p.mappings:
-        b.mappings(
-            [
-                dash_model.ValueMap(
-                    options={
-                        str(m.value): dash_model.ValueMappingResult(text=m.text, color=m.color, index=i)
-                        for i, m in enumerate(p.mappings)
-                    }
-                )
-            ]
-        )
+        options = {
+            str(m.value): dash_model.ValueMappingResult(text=m.text, color=m.color, index=i)
+            for i, m in enumerate(p.mappings)
+        }
+        if {m.value for m in p.mappings} == {0, 1}:
+            # InfluxDB returns booleans as true/false, VictoriaMetrics as 1/0: map both
+            options |= {str(bool(m.value)).lower(): options[str(m.value)] for m in p.mappings}
+        b.mappings([dash_model.ValueMap(options=options)])
     for q in p.queries:
-        b.with_target(target(q, flavour))
+        b.with_target(target(q, flavour, table=p.kind == "table"))
     return b
 
 

@@ -118,16 +118,22 @@ def influxql(q: Query) -> str:
     return f"{text} {group}".rstrip()
 
 
-def influxql_target(q: Query) -> InfluxQLTargetBuilder:
+def _legend(q: Query, tag: str) -> str:
+    return " ".join([*(tag.format(t) for t in q.by), q.legend_suffix]).strip() or q.field
+
+
+def influxql_target(q: Query, *, table: bool = False) -> InfluxQLTargetBuilder:
+    """``table``: one row per group (table panels); otherwise one series per group (graphs,
+    state timelines, and stats, which show each series' value)."""
     b = (
         InfluxQLTargetBuilder()
         .ref_id(q.ref)
         .query(influxql(q))
-        .result_format("time_series" if q.shape == "series" else "table")
+        .result_format("table" if table else "time_series")
         .datasource(DATASOURCES["influxql"])
     )
-    if q.shape == "series":
-        b.alias(" ".join([*(f"$tag_{t}" for t in q.by), q.legend_suffix]).strip() or q.field)
+    if not table:
+        b.alias(_legend(q, "$tag_{}"))
     return b
 
 
@@ -153,17 +159,21 @@ def promql(q: Query) -> str:
     return f"{_PROM_AGG[q.agg]} by ({', '.join(q.by)}) ({inner})"
 
 
-def promql_target(q: Query) -> prom_builder.Dataquery:
+def promql_target(q: Query, *, table: bool = False) -> prom_builder.Dataquery:
     b = prom_builder.Dataquery().ref_id(q.ref).expr(promql(q)).datasource(DATASOURCES["promql"])
     if q.shape == "series":
-        b.range().legend_format(" ".join([*("{{" + t + "}}" for t in q.by), q.legend_suffix]).strip() or q.field)
+        b.range()
     else:
-        b.instant().format(prom_model.PromQueryFormat.TABLE)
+        b.instant()
+    if table:
+        b.format(prom_model.PromQueryFormat.TABLE)
+    else:
+        b.legend_format(_legend(q, "{{{{{}}}}}"))
     return b
 
 
-def target(q: Query, flavour: Flavour) -> cogbuilder.Builder[cogvariants.Dataquery]:
-    return influxql_target(q) if flavour == "influxql" else promql_target(q)
+def target(q: Query, flavour: Flavour, *, table: bool = False) -> cogbuilder.Builder[cogvariants.Dataquery]:
+    return influxql_target(q, table=table) if flavour == "influxql" else promql_target(q, table=table)
 
 
 # --------------------------------------------------------------------------- template variables

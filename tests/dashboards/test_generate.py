@@ -135,3 +135,15 @@ def test_self_catalogue_matches_the_collector() -> None:
     assert got[SITE_MEASUREMENT] == SELF_FIELDS[SITE_MEASUREMENT]
     assert got[ALERTS_MEASUREMENT] == SELF_FIELDS[ALERTS_MEASUREMENT]
     assert SELF_MEASUREMENT in SELF_FIELDS
+
+
+def test_tables_get_rows_and_other_panels_one_series_per_group() -> None:
+    """A stat fed a table would show only its last row; a table fed series, one column per group."""
+    for flavour in FLAVOURS:
+        for path in sorted((DASH / "json" / flavour).glob("*.json")):
+            for p in json.loads(path.read_text())["panels"]:
+                for t in p["targets"]:
+                    as_table = t.get("format") == "table" or t.get("resultFormat") == "table"
+                    assert as_table == (p["type"] == "table"), (path.name, p["title"])
+                    if p["type"] != "table":
+                        assert t.get("legendFormat") or t.get("alias"), (path.name, p["title"])
