@@ -325,4 +325,5 @@ def real_run(
         for name, p in [*run.agents.items(), *((c.name, c) for c in run.collectors)]:
             assert p.alive(), f"{name} died:\n{p.tail()}"
         vm.flush()
+        time.sleep(1.5)  # VictoriaMetrics makes a new series searchable about a second after it flushed it
         yield run

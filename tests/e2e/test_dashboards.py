@@ -75,7 +75,9 @@ def substitute(text: str, selection: dict[str, list[str] | None], flavour: Flavo
 
 # ------------------------------------------------------------------------------- the oracle
 def tee_rows(run: Run) -> list[dict[str, Any]]:
-    return [s for aid in AGENT_IDS for s in read_tee(run.tmp / f"{aid}.tee")]
+    """What every agent recorded sending so far (an agent still starting has no record yet)."""
+    paths = [run.tmp / f"{aid}.tee" for aid in AGENT_IDS]
+    return [s for p in paths if p.exists() for s in read_tee(p)]
 
 
 def expected_groups(
