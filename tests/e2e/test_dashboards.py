@@ -24,7 +24,8 @@ from dashboards.definitions import AGENTS, CITY, DEVICE, PORTALS, ROOM, SITE
 from dashboards.model import VARIABLE_TAGS, Dashboard, Query
 from dashboards.queries import ALL_VALUE, Flavour, influxql, promql, variable_query
 
-pytestmark = pytest.mark.e2e
+# One real run for the module: keep its tests on one pytest-xdist worker (--dist loadgroup).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dashboards-run")]
 
 #: the run's topology (tests/e2e/dashrun.py): site -> county stamped by the centre
 COUNTY_OF = {"county-a": "county-a", "t1": "county-a", "t2": "county-a"}
