@@ -54,6 +54,10 @@ class Registry:
                 cur = topo.parent.get(cur)
         return out
 
+    def site_tags(self, site: str) -> dict[str, str]:
+        """The tags the centre stamps for ``site``: site, and its county when the topology has one."""
+        return self._stamp(site)
+
     def update_admitted(self, admitted: Mapping[str, str]) -> None:
         """(Re)build the identity table: the topology's agents, then those admitted by hand."""
         table: dict[str, dict[str, str]] = {}

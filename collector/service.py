@@ -366,9 +366,23 @@ class Collector:
         fields["mqtt_session_ok"] = self.receiver.session_ok
         return Sample(SELF_MEASUREMENT, {"collector": self.cfg.collector.id}, fields, time.time_ns())
 
+    def overview(self) -> list[Sample]:
+        """Sites' state and firing alerts as series (collector/overview.py); [] when unreadable."""
+        from collector.overview import overview_samples
+
+        engine = self.alerting.engine if self.alerting is not None else None
+        firing = getattr(engine, "firing", None)
+        try:
+            rows = firing() if callable(firing) else []
+            alerts = [(dict(a.labels), str(a.severity), str(a.rule)) for a in rows]
+            return overview_samples(read_agents(self.cfg.state_path), alerts, self.registry.site_tags, time.time_ns())
+        except Exception as e:  # the overview is a view: never let it stop the self-sample
+            self.counters.stage_error("overview", e)
+            return []
+
     def _emit_self(self) -> None:
         s = self.self_sample()
-        self.store.write([s])
+        self.store.write([s, *self.overview()])
         if self.alerting is not None:
             self.alerting.submit([s])
 
