@@ -374,8 +374,9 @@ class Collector:
         firing = getattr(engine, "firing", None)
         try:
             rows = firing() if callable(firing) else []
-            alerts = [(dict(a.labels), str(a.severity), str(a.rule)) for a in rows]
-            return overview_samples(read_agents(self.cfg.state_path), alerts, self.registry.site_tags, time.time_ns())
+            alerts = [a.to_dict() for a in rows]
+            agents = read_agents(self.cfg.state_path)
+            return overview_samples(self.sites(), agents, alerts, self.registry.site_tags, time.time_ns())
         except Exception as e:  # the overview is a view: never let it stop the self-sample
             self.counters.stage_error("overview", e)
             return []

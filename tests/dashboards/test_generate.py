@@ -130,7 +130,7 @@ def test_self_catalogue_matches_the_collector() -> None:
     from collector.overview import ALERTS_MEASUREMENT, SITE_MEASUREMENT, overview_samples
     from collector.service import SELF_MEASUREMENT
 
-    out = overview_samples([{"site": "s", "status": "online"}], [], lambda s: {"site": s}, 1)
+    out = overview_samples([], [{"id": "a", "site": "s", "status": "online"}], [], lambda s: {"site": s}, 1)
     got = {s.measurement: {f: type(v).__name__ for f, v in s.fields.items()} for s in out}
     assert got[SITE_MEASUREMENT] == SELF_FIELDS[SITE_MEASUREMENT]
     assert got[ALERTS_MEASUREMENT] == SELF_FIELDS[ALERTS_MEASUREMENT]
