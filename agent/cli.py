@@ -360,6 +360,9 @@ from agent.cli_snmp_traps import traps as snmp_traps  # noqa: E402
 
 snmp_app.command("traps")(snmp_traps)
 app.add_typer(snmp_app, name="snmp", help="SNMP: get, walk, poll a device with its profile, listen for traps.")
+from agent.cli_diag import diag  # noqa: E402 - field kit: imports what it needs when it runs
+
+app.command()(diag)
 
 
 def main() -> None:
