@@ -361,8 +361,10 @@ from agent.cli_snmp_traps import traps as snmp_traps  # noqa: E402
 snmp_app.command("traps")(snmp_traps)
 app.add_typer(snmp_app, name="snmp", help="SNMP: get, walk, poll a device with its profile, listen for traps.")
 from agent.cli_diag import diag  # noqa: E402 - field kit: imports what it needs when it runs
+from agent.cli_discover import discover  # noqa: E402
 
 app.command()(diag)
+app.command()(discover)
 
 
 def main() -> None:

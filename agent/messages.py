@@ -281,6 +281,7 @@ def set_lang(lang: str | None) -> str | None:
     """The ``--lang`` option's callback; ``None`` leaves the locale's choice."""
     global _current
     if lang is None:
+        _current = None  # each command starts from the locale (matters when run in-process, as in tests)
         return None
     value = lang.strip().lower()
     if value not in LANGS:
