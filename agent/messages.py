@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import typer
@@ -294,9 +295,18 @@ def lang() -> Lang:
     return _current if _current is not None else from_locale()
 
 
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A catalogue entry used as a value inside another, rendered in the same language."""
+
+    key: str
+    values: Mapping[str, object] = field(default_factory=dict)
+
+
 def one(key: str, language: Literal["en", "zh"], values: Mapping[str, object]) -> str:
-    """The text of ``key`` in one language."""
-    return MESSAGES[key][0 if language == "en" else 1].format(**values)
+    """The text of ``key`` in one language (values that are :class:`Msg` in that language too)."""
+    filled = {k: one(v.key, language, v.values) if isinstance(v, Msg) else v for k, v in values.items()}
+    return MESSAGES[key][0 if language == "en" else 1].format(**filled)
 
 
 def t(key: str, language: Lang | None = None, /, sep: str = " / ", **kw: object) -> str:
