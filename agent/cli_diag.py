@@ -34,6 +34,8 @@ CERT_WARN_DAYS = 14
 DISK_FAIL_BYTES = 64 * 1024 * 1024
 #: batches waiting longer than this mean the link is not draining them
 BACKLOG_WARN_S = 600.0
+#: OpenSSL's verify codes for a certificate issued to another name or address
+X509_HOSTNAME_MISMATCH, X509_IP_MISMATCH = 62, 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +486,9 @@ async def _check_tls(cfg: AgentConfig, addr: str, timeout_s: float, now: datetim
                 Text("fix_clock"),
             )
         )
-    elif vobj is None and (verify_code == 62 or "hostname" in _err(verr or OSError()).lower()):
+    elif vobj is None and (
+        verify_code in (X509_HOSTNAME_MISMATCH, X509_IP_MISMATCH) or "mismatch" in _err(verr or OSError()).lower()
+    ):
         out.append(
             Finding(
                 "cert",

@@ -32,8 +32,12 @@ PASSWORD = "diag-pass-4711"
 EXPIRED_AT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-def diag(cfg: Path, *args: str, password: str = PASSWORD) -> tuple[int, list[dict[str, Any]], str]:
-    env = {**os.environ, "DIAG_MQTT_PASSWORD": password, "LANG": "C.UTF-8"}
+def diag(
+    cfg: Path, *args: str, password: str = PASSWORD, path_first: Path | None = None
+) -> tuple[int, list[dict[str, Any]], str]:
+    env = {**os.environ, "DIAG_MQTT_PASSWORD": password, "LANG": "C.UTF-8", "LC_ALL": ""}
+    if path_first is not None:
+        env["PATH"] = f"{path_first}:{env.get('PATH', '')}"
     r = subprocess.run(
         [sys.executable, "-m", "agent.cli", "diag", "-c", str(cfg), "--timeout", "2s", *args],
         capture_output=True,
@@ -75,6 +79,13 @@ class Peers:
         )
         assert now > EXPIRED_AT
         self.expired = Mosquitto(root / "mq-old", free_port(), users={"agent": PASSWORD}, tls=self.expired_tls)
+        # a certificate for the name "localhost" only, reached by its address
+        self.named = Mosquitto(
+            root / "mq-named",
+            free_port(),
+            users={"agent": PASSWORD},
+            tls=make_tls_files(root / "mq-named" / "tls", dns_names=("localhost",), ips=()),
+        )
         self.snmpd = Snmpd(root / "snmpd", free_udp_port(), [])
         self.silent = Silent()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
@@ -84,6 +95,7 @@ class Peers:
     def start(self) -> None:
         self.broker.start()
         self.expired.start()
+        self.named.start()
         self.snmpd.start(timeout_s=20)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -93,6 +105,7 @@ class Peers:
         for step in (
             self.broker.close,
             self.expired.close,
+            self.named.close,
             self.snmpd.close,
             self.silent.close,
             self.httpd.shutdown,
@@ -103,7 +116,13 @@ class Peers:
                 step()
 
     def config(
-        self, name: str, *, broker: Mosquitto | None = None, port: int | None = None, dead_snmp: bool = False
+        self,
+        name: str,
+        *,
+        broker: Mosquitto | None = None,
+        port: int | None = None,
+        dead_snmp: bool = False,
+        host: str = "localhost",
     ) -> Path:
         b = broker or self.broker
         assert b.tls is not None
@@ -155,7 +174,7 @@ class Peers:
         doc = {
             "agent": {"id": "town-1", "site": "township-1"},
             "mqtt": {
-                "host": "localhost",
+                "host": host,
                 "port": port or b.port,
                 "username": "agent",
                 "password_env": "DIAG_MQTT_PASSWORD",
@@ -269,3 +288,48 @@ def test_expired_broker_certificate(peers: Peers) -> None:
     assert c["tls"]["status"] == "fail" and c["tls"]["fix"] == cert["fix"]
     assert "expired" in c["tls"]["message"]
     assert c["auth"]["status"] == "skip"
+
+
+def test_an_untrusted_broker_certificate(peers: Peers) -> None:
+    cfg = peers.config("other-ca")
+    doc = orjson.loads(cfg.read_bytes())
+    doc["mqtt"]["tls"]["ca_file"] = str(peers.expired_tls.ca_cert)  # another CA than the one that signed it
+    cfg.write_bytes(orjson.dumps(doc))
+    code, rows, out = diag(cfg, "--json", "--no-devices")
+    assert code == 1, out
+    c = by_check(rows)
+    assert c["cert"]["code"] == "cert_untrusted" and "ca_file" in c["cert"]["fix"]
+    assert c["tls"]["status"] == "fail" and c["auth"]["status"] == "skip"
+
+
+CHRONY_12S_FAST = """Reference ID    : C0A80001 (192.168.0.1)
+Stratum         : 3
+System time     : 12.000000000 seconds fast of NTP time
+Leap status     : Normal
+"""
+
+
+def test_a_clock_twelve_seconds_fast(peers: Peers, tmp_path: Path) -> None:
+    # a stand-in chronyc on PATH says what chrony would on a node whose clock ran ahead
+    (tmp_path / "tracking.txt").write_text(CHRONY_12S_FAST)
+    chronyc = tmp_path / "chronyc"
+    chronyc.write_text(f"#!/bin/sh\nexec cat '{tmp_path / 'tracking.txt'}'\n")
+    chronyc.chmod(0o755)
+    code, rows, out = diag(peers.config("clock"), "--json", "--no-devices", path_first=tmp_path)
+    assert code == 1, out
+    clock = by_check(rows)["clock"]
+    assert clock["status"] == "fail" and clock["code"] == "clock_off"
+    assert clock["data"] == {"source": "chrony", "synced": True, "offset_ms": 12000.0}
+    assert "+12000.0 ms" in clock["message"] and "chrony" in clock["fix"]
+    assert [r["check"] for r in rows[:-1] if r["status"] == "fail"] == ["clock"]
+
+
+def test_a_certificate_for_another_name(peers: Peers) -> None:
+    code, rows, out = diag(peers.config("by-ip", broker=peers.named, host="127.0.0.1"), "--json", "--no-devices")
+    assert code == 1, out
+    cert = by_check(rows)["cert"]
+    assert cert["code"] == "cert_hostname" and cert["data"]["names"] == ["localhost"]
+    assert "localhost" in cert["message"] and "127.0.0.1" in cert["message"] and "mqtt.host" in cert["fix"]
+    # the same broker by the name its certificate carries: all well
+    code, rows, out = diag(peers.config("by-name", broker=peers.named, host="localhost"), "--json", "--no-devices")
+    assert by_check(rows)["cert"]["status"] == "ok" and by_check(rows)["auth"]["status"] == "ok", out
