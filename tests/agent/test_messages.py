@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import string
 from pathlib import Path
 
@@ -49,9 +50,13 @@ def test_language_from_the_locale(env: dict[str, str], lang: str) -> None:
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Path:
+    with socket.socket() as s:  # a port nothing listens on: the broker is down
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
     p = tmp_path / "agent.yaml"
     p.write_text(
         "agent: {id: town-1, site: township-1}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {closed}}}\n"
         f"spool: {{path: {tmp_path / 'none' / 'spool.db'}}}\n"
         "probes:\n  - {type: tcp, name: dead-port, host: 127.0.0.1, port: 1, timeout: 1s}\n"
     )
@@ -92,7 +97,7 @@ def test_once_status_and_config_errors_follow_the_language(cfg: Path, tmp_path: 
 
 def test_diag_in_chinese_only(cfg: Path) -> None:
     code, out = run("diag", "-c", str(cfg), "--lang", "zh", "--timeout", "1s", lang_env="en_US.UTF-8")
-    assert code == 1  # no broker on 127.0.0.1:1883 here, and a dead port
+    assert code == 1  # the broker is down, and a dead port
     assert "服务器 TCP 连接" in out and "TCP 被拒绝" in out and "先处理第一个" in out
     assert "dead-port" in out
     assert "first thing to check" not in out and "broker TCP" not in out
