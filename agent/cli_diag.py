@@ -723,6 +723,8 @@ async def run_checks(cfg: AgentConfig, timeout_s: float, devices: bool = True) -
     ]
     # a clock before the certificate's start found by the TLS step replaces the daemon's word
     clock_from_cert = [f for f in broker if f.check == "clock"]
+    if clock.code == "clock_unknown" and not cfg.mqtt.uses_tls:  # no certificate to hold the clock against
+        clock = replace(clock, message=Text("clock_unknown_plain"))
     out.append(clock_from_cert[0] if clock_from_cert else clock)
     out.append(check_disk(cfg))
     out += check_spool(cfg, now_ns)

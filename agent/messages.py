@@ -72,6 +72,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "没有时间同步服务应答（chrony、timesyncd、ntpd），MQTT 服务器也不提供时间：偏差未知；"
         "只检查了时钟是否在服务器证书的有效期内",
     ),
+    "clock_unknown_plain": (
+        "no time daemon answers (chrony, timesyncd, ntpd) and the broker gives no time over MQTT: offset unknown",
+        "没有时间同步服务应答（chrony、timesyncd、ntpd），MQTT 服务器也不提供时间：偏差未知",
+    ),
     "clock_before_cert": (
         "the clock ({now}) is before the broker certificate's start ({start}): this node's clock is wrong",
         "本机时钟（{now}）早于服务器证书生效时间（{start}）：本机时钟错误",
