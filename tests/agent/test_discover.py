@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from snmp_services import Snmpsim, free_udp_port
+from snmp_services import Snmpd, Snmpsim, V3User, free_udp_port
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "probes" / "modbus"))
 from modbus_sims import Server, Slave  # noqa: E402
@@ -342,3 +342,56 @@ def test_credentials_come_from_files_or_the_environment(tmp_path: Path) -> None:
     code, out = run()
     assert code == 2 and "--credentials" in out
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_snmpv3_credentials_from_the_environment(tmp_path: Path) -> None:
+    auth, priv = "auth-disc-4711", "priv-disc-0815"
+    agent = Snmpd(tmp_path / "snmpd", free_udp_port(), [V3User("ops-sha", "SHA", auth, "AES", priv)])
+    agent.start(timeout_s=20)
+    try:
+        creds = tmp_path / "creds.yaml"
+        v3 = {
+            "version": 3,
+            "auth_proto": "SHA",
+            "auth_key_env": "DISC_AUTH",
+            "priv_proto": "AES",
+            "priv_key_env": "DISC_PRIV",
+        }
+        # an unknown user first: refused, and the next credential is tried
+        creds.write_text(yaml.safe_dump({"snmp": [{**v3, "user": "nobody"}, {**v3, "user": "ops-sha"}]}))
+        env = {**os.environ, "DISC_AUTH": auth, "DISC_PRIV": priv}
+        out = tmp_path / "v3.yaml"
+        r = cli(
+            "discover",
+            "127.0.0.1",
+            "--port",
+            str(agent.port),
+            "--credentials",
+            str(creds),
+            "--timeout",
+            "1s",
+            "-o",
+            str(out),
+            "--json",
+            env=env,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        (found, written) = [orjson.loads(x) for x in r.stdout.splitlines()]
+        # what the fixture configured (sysName) and net-snmp's own sysObjectID (enterprise 8072: no vendor profile)
+        assert written == {"kind": "file", "path": str(out), "entries": 1}
+        assert found["sys_name"] == "netwatch-snmpd" and found["credential"] == "v3 user ops-sha"
+        assert found["sys_object_id"].startswith("1.3.6.1.4.1.8072.") and found["profiles"] == []
+        text = out.read_text()
+        assert auth not in text and priv not in text
+        (entry,) = yaml.safe_load(text)["probes"]
+        assert {k: entry[k] for k in ("version", "user", "auth_key_env", "priv_key_env", "profile")} == {
+            "version": "3",
+            "user": "ops-sha",
+            "auth_key_env": "DISC_AUTH",
+            "priv_key_env": "DISC_PRIV",
+            "profile": "auto",
+        }
+        r = cli("check", "-c", str(out), "--json", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        agent.close()
