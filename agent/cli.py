@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from agent import __version__
 from agent import config as agent_config
+from agent.messages import LangOpt, Msg, t
 from probes import registry
 from probes.base import Probe
 from probes.configfile import ConfigError, problems_from
@@ -33,7 +34,6 @@ from probes.output import (
     print_samples_json,
     samples_table,
     status_counts,
-    summary_line,
 )
 
 EXIT_TARGET_DOWN, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
@@ -63,7 +63,7 @@ def _load(path: Path) -> agent_config.AgentConfig:
     try:
         return agent_config.load(path)
     except ConfigError as e:
-        console().print(f"[red]config error[/red] / 配置错误:\n{lit(e)}", soft_wrap=True)
+        console().print(f"[red]{lit(t('config_error'))}[/red]:\n{lit(e)}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -78,7 +78,8 @@ def _report(samples: list[Sample], as_json: bool, title: str) -> None:
         return
     con = console()
     con.print(samples_table(samples, title=lit(title)))
-    con.print(summary_line(status_counts(samples)))
+    c = status_counts(samples)
+    con.print(lit(t("summary", ok=c["ok"], degraded=c["degraded"], down=c["down"])))
 
 
 @app.command()
@@ -119,7 +120,7 @@ def _announce_icmp_mode(cfg: agent_config.AgentConfig) -> None:
 
 
 @app.command()
-def check(config: ConfigOpt, json: JsonOpt = False) -> None:
+def check(config: ConfigOpt, json: JsonOpt = False, lang: LangOpt = None) -> None:
     """Validate the config and print what would run."""
     cfg = _load(config)
     rows = [
@@ -149,30 +150,38 @@ def check(config: ConfigOpt, json: JsonOpt = False) -> None:
     from rich.table import Table
 
     con = console()
+    m = cfg.mqtt
     con.print(
-        f"config OK / 配置有效: [bold]{lit(config)}[/bold] — agent [cyan]{lit(cfg.agent.id)}[/cyan]"
-        f" at site {lit(cfg.agent.site)}"
+        f"[green]{lit(t('config_ok'))}[/green]: [bold]{lit(config)}[/bold] — "
+        + lit(t("at_site", agent=cfg.agent.id, site=cfg.agent.site))
     )
     con.print(
-        f"broker {lit(cfg.mqtt.host)}:{cfg.mqtt.port} {'TLS' if cfg.mqtt.uses_tls else '[yellow]no TLS[/yellow]'}"
-        f"{', user ' + lit(cfg.mqtt.username) if cfg.mqtt.username else ''}; spool {lit(cfg.spool.path)}"
+        lit(
+            t(
+                "broker_line",
+                broker=f"{m.host}:{m.port}",
+                tls="TLS" if m.uses_tls else Msg("no_tls"),
+                user=Msg("user", {"user": m.username}) if m.username else "",
+                spool=cfg.spool.path,
+            )
+        )
     )
-    t = Table(title=f"{len(rows)} probes / 个探测")
+    table = Table(title=lit(t("n_probes", n=len(rows))))
     for col in ("type", "name", "interval", "timeout", "tags"):
-        t.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold")
     for e in cfg.probes:
-        t.add_row(
+        table.add_row(
             lit(e.kind),
             lit(e.name),
             f"{e.interval_s:g}s",
             f"{e.timeout_s:g}s",
             " ".join(f"{lit(k)}={lit(v)}" for k, v in e.tags.items()),
         )
-    con.print(t)
+    con.print(table)
 
 
 @app.command()
-def once(config: ConfigOpt, json: JsonOpt = False) -> None:
+def once(config: ConfigOpt, json: JsonOpt = False, lang: LangOpt = None) -> None:
     """Run every configured probe once, print the samples, and exit (the technician's first command)."""
     cfg = _load(config)
     _setup_logging("error")  # the table says what failed; no log lines on top of it
@@ -199,13 +208,13 @@ def once(config: ConfigOpt, json: JsonOpt = False) -> None:
 
 
 @app.command()
-def status(config: ConfigOpt, json: JsonOpt = False) -> None:
+def status(config: ConfigOpt, json: JsonOpt = False, lang: LangOpt = None) -> None:
     """Show the spool: batches waiting, oldest unsent, drops, and what was acknowledged."""
     cfg = _load(config)
     from agent.spool import read_stats
 
     if not cfg.spool.path.exists():
-        console().print(f"no spool at {lit(cfg.spool.path)} yet (the agent has not run) / 尚无缓存")
+        console().print(lit(t("no_spool", path=cfg.spool.path)))
         raise typer.Exit(EXIT_OK)
     st = read_stats(cfg.spool.path)
     row = {
@@ -360,6 +369,11 @@ from agent.cli_snmp_traps import traps as snmp_traps  # noqa: E402
 
 snmp_app.command("traps")(snmp_traps)
 app.add_typer(snmp_app, name="snmp", help="SNMP: get, walk, poll a device with its profile, listen for traps.")
+from agent.cli_diag import diag  # noqa: E402 - field kit: imports what it needs when it runs
+from agent.cli_discover import discover  # noqa: E402
+
+app.command()(diag)
+app.command()(discover)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -271,6 +272,40 @@ def parse_units(spec: str, low: int, high: int) -> list[int]:
     return out
 
 
+async def scan_units(
+    t: Target,
+    ids: list[int],
+    table: Table,
+    address: int,
+    timeout_s: float,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """Ask each unit id in turn for one value (any reply counts, even a Modbus exception); stops
+    at a target that cannot be reached at all. Returns (what answered, why unreachable or "")."""
+    found: list[dict[str, Any]] = []
+    bus = open_bus(t)
+    try:
+        for u in ids:
+            reply = await bus.read(u, table, address, 1, timeout_s)
+            if reply.answered:
+                found.append(
+                    {
+                        "target": str(t),
+                        "unit": u,
+                        "reply": "values" if reply.ok else "exception",
+                        "error": reply.error,
+                        "response_ms": round(reply.elapsed_s * 1000, 2),
+                    }
+                )
+            elif reply.error == "connect_failed":
+                return found, reply.detail  # no point asking the other unit ids
+            if progress is not None:
+                progress(len(found))
+    finally:
+        release_bus(bus)
+    return found, ""
+
+
 @app.command()
 def scan(
     target: TargetArg,
@@ -293,9 +328,6 @@ def scan(
         raise _usage(f"--units: {e}") from None
 
     async def main() -> tuple[list[dict[str, Any]], str]:
-        found: list[dict[str, Any]] = []
-        unreachable = ""
-        bus = open_bus(t)
         progress = Progress(
             TextColumn("scanning {task.description}"),
             BarColumn(),
@@ -306,28 +338,16 @@ def scan(
             transient=True,
             disable=json,
         )
-        try:
-            with progress:
-                task = progress.add_task(str(t), total=len(ids), found=0)
-                for u in ids:
-                    reply = await bus.read(u, table, address, 1, timeout_s)  # type: ignore[arg-type]
-                    if reply.answered:
-                        found.append(
-                            {
-                                "target": str(t),
-                                "unit": u,
-                                "reply": "values" if reply.ok else "exception",
-                                "error": reply.error,
-                                "response_ms": round(reply.elapsed_s * 1000, 2),
-                            }
-                        )
-                    elif reply.error == "connect_failed":
-                        unreachable = reply.detail  # no point asking the other unit ids
-                        break
-                    progress.update(task, advance=1, found=len(found))
-        finally:
-            release_bus(bus)
-        return found, unreachable
+        with progress:
+            task = progress.add_task(str(t), total=len(ids), found=0)
+            return await scan_units(
+                t,
+                ids,
+                table,  # type: ignore[arg-type]  # checked against Table above
+                address,
+                timeout_s,
+                lambda n: progress.update(task, advance=1, found=n),
+            )
 
     found, unreachable = _run(main())
     if unreachable:

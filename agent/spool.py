@@ -34,6 +34,9 @@ class SpoolStats:
     dropped_samples: int
     acked_batches: int = 0
     acked_samples: int = 0
+    #: the highest sequence number the broker acknowledged, and when (0: none yet)
+    last_acked_seq: int = 0
+    last_acked_ns: int = 0
 
     def oldest_age_s(self, now_ns: int | None = None) -> float:
         if self.oldest_ns is None:
@@ -127,6 +130,16 @@ class Spool:
             if removed:
                 self._bump("acked_batches", removed)
                 self._bump("acked_samples", samples)
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('last_acked_seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    (max(seqs),),
+                )
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('last_acked_ns', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (time.time_ns(),),
+                )
         return removed
 
     def enforce_caps(self, now_ns: int | None = None) -> tuple[int, int]:
@@ -168,6 +181,8 @@ class Spool:
             self._meta("dropped_samples"),
             self._meta("acked_batches"),
             self._meta("acked_samples"),
+            self._meta("last_acked_seq"),
+            self._meta("last_acked_ns"),
         )
 
     def close(self) -> None:
@@ -193,4 +208,6 @@ def read_stats(path: str | Path) -> SpoolStats:
         int(meta.get("dropped_samples", 0)),
         int(meta.get("acked_batches", 0)),
         int(meta.get("acked_samples", 0)),
+        int(meta.get("last_acked_seq", 0)),
+        int(meta.get("last_acked_ns", 0)),
     )

@@ -207,9 +207,14 @@ class TlsFiles:
 
 
 def make_tls_files(
-    directory: Path, *, dns_names: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)
+    directory: Path,
+    *,
+    dns_names: tuple[str, ...] = ("localhost",),
+    ips: tuple[str, ...] = ("127.0.0.1",),
+    server_validity: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> TlsFiles:
-    """A throwaway CA and a server certificate it signed, valid for ``dns_names`` and ``ips``."""
+    """A throwaway CA and a server certificate it signed, valid for ``dns_names`` and ``ips``;
+    ``server_validity`` (not before, not after) makes e.g. an expired server certificate."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -259,8 +264,8 @@ def make_tls_files(
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
+        .not_valid_before((server_validity or validity)[0])
+        .not_valid_after((server_validity or validity)[1])
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -18,7 +18,11 @@ import pytest
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60)
+    # a C locale: the operator text comes in both languages (see test_messages for zh and en alone)
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 def lines(out: str) -> list[dict]:

@@ -46,3 +46,16 @@ def test_age_cap(tmp_path: Path) -> None:
     sp.put(lambda seq: b"new", 2)
     assert sp.enforce_caps() == (1, 2)
     assert [p for _, _, p in sp.pending(10)] == [b"new"]
+
+
+def test_the_last_acknowledged_batch_is_remembered(tmp_path: Path) -> None:
+    p = tmp_path / "s.db"
+    sp = Spool(p, max_bytes=10**6, max_age_s=3600)
+    for _ in range(5):
+        sp.put(lambda seq: b"z", 1)
+    assert (sp.stats().last_acked_seq, sp.stats().last_acked_ns) == (0, 0)
+    sp.ack([3, 1])
+    sp.ack([2])  # an older ack arriving later does not move it back
+    st = read_stats(p)  # as diag and status read it, from another process
+    assert st.last_acked_seq == 3 and st.last_acked_ns > 0 and st.depth == 2
+    sp.close()
