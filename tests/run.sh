@@ -15,7 +15,9 @@ cd "$ROOT"
 echo "mypy: $("$ROOT/.venv/bin/python" -m mypy --version)" >&2
 "$ROOT/.venv/bin/python" -m mypy
 set +e
-"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# Parallel (pytest-xdist): most tests wait on real processes, not the CPU. NETWATCH_TEST_WORKERS=0
+# runs them in one process; --dist loadgroup keeps tests that share fixed ports (the demo's) together.
+"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NETWATCH_TEST_WORKERS:-3}" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
