@@ -13,6 +13,7 @@ from typing import Any
 
 from probes.model import FieldValue, Sample, clean_fields, now_ns
 from probes.snmp import rates
+from probes.snmp.adapt import Adaptive, Gate
 from probes.snmp.config import SnmpConfig
 from probes.snmp.profile import (
     FieldSpec,
@@ -144,9 +145,14 @@ class Poller:
         *,
         clock: Callable[[], float] = time.monotonic,
         profiles: Mapping[str, Profile] | None = None,
+        adaptive: Adaptive | None = None,
     ) -> None:
         self.device = device
         self.cfg = cfg
+        #: how hard this device may be pushed, learnt across polls (the session reports to it)
+        self.adaptive = adaptive if adaptive is not None else Adaptive(
+            timeout_s=cfg.request_timeout, max_in_flight=cfg.max_in_flight, max_repetitions=cfg.max_repetitions
+        )
         self.clock = clock
         self.profiles = dict(profiles) if profiles is not None else builtin_profiles()
         self._readings: dict[tuple[Any, ...], _Reading] = {}
@@ -159,8 +165,14 @@ class Poller:
         anything that fails after that is a problem in the outcome (degraded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
-        time_ns = now_ns()
         names = self.cfg.profile_names()
+        try:
+            return await self._poll(session, deadline, names)
+        finally:
+            self.adaptive.poll_done()
+
+    async def _poll(self, session: SnmpSession, deadline: float, names: list[str] | None) -> PollOutcome:
+        time_ns = now_ns()
         all_profiles = list(self.profiles.values())
         first = FIRST_GET + ([o for o in detect_oids(all_profiles) if o not in FIRST_GET] if names is None else [])
         async with asyncio.timeout_at(deadline):
@@ -173,7 +185,7 @@ class Poller:
         uptime_vb = scalars.get(SYS_UPTIME)
         uptime = uptime_vb[2] if uptime_vb and isinstance(uptime_vb[2], int) else None
 
-        fetch = _Fetch(session, self.cfg, self.clock, deadline, scalars)
+        fetch = _Fetch(session, self.cfg, self.clock, deadline, scalars, self.adaptive)
         await fetch.run(_scalar_oids(chosen), _first_columns(chosen))
         # Then tags of tables with rows, and fallbacks: bounded by the longest list of sources.
         rounds = 1 + max(
@@ -317,6 +329,7 @@ class _Fetch:
         clock: Callable[[], float],
         deadline: float,
         scalars: dict[str, VarBind],
+        adaptive: Adaptive,
     ) -> None:
         self.session = session
         self.cfg = cfg
@@ -326,7 +339,8 @@ class _Fetch:
         self.columns: dict[str, Column] = {}
         self.failed: set[str] = set()
         self.problems: list[str] = []
-        self._sem = asyncio.Semaphore(cfg.max_in_flight)
+        # Walks at once: the device's current pacing (its configured max_in_flight until it backs off).
+        self._sem = Gate(adaptive.in_flight_now)
 
     async def run(self, scalar_oids: Iterable[str], columns: Iterable[str]) -> None:
         todo_scalars = [o for o in dict.fromkeys(scalar_oids) if o not in self.scalars]
