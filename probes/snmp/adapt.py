@@ -162,7 +162,9 @@ class Adaptive:
             return ""
         parts = []
         if self.in_flight < self.cfg_in_flight:
-            parts.append(f"{self.in_flight} request{'s' if self.in_flight > 1 else ''} in flight (configured {self.cfg_in_flight})")
+            parts.append(
+                f"{self.in_flight} request{'s' if self.in_flight > 1 else ''} in flight (configured {self.cfg_in_flight})"
+            )
         if self.rto_s > self.cfg_timeout_s * 1.05:
             rtt = f"round trip {self.srtt:.2f} s ± {self.rttvar:.2f}" if self.srtt is not None else "no round trip yet"
             parts.append(f"timeout {self.rto_s:.1f} s from {rtt} (configured {self.cfg_timeout_s:g} s)")

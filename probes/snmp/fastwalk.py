@@ -12,6 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import cast
 
+from probes.snmp.adapt import Adaptive
 from probes.snmp.ber import (
     GET,
     GETBULK,
@@ -24,7 +25,6 @@ from probes.snmp.ber import (
     decode_message,
     encode_message,
 )
-from probes.snmp.adapt import Adaptive
 from probes.snmp.session import PduKind, Response, Session, SnmpError, SnmpTimeout, TypedValue, retries_text
 
 # --- transport: one UDP socket per event loop and address family, shared by every session ------

@@ -150,8 +150,12 @@ class Poller:
         self.device = device
         self.cfg = cfg
         #: how hard this device may be pushed, learnt across polls (the session reports to it)
-        self.adaptive = adaptive if adaptive is not None else Adaptive(
-            timeout_s=cfg.request_timeout, max_in_flight=cfg.max_in_flight, max_repetitions=cfg.max_repetitions
+        self.adaptive = (
+            adaptive
+            if adaptive is not None
+            else Adaptive(
+                timeout_s=cfg.request_timeout, max_in_flight=cfg.max_in_flight, max_repetitions=cfg.max_repetitions
+            )
         )
         self.clock = clock
         self.profiles = dict(profiles) if profiles is not None else builtin_profiles()
@@ -251,7 +255,10 @@ class Poller:
         self, profile: str, number: int, table: TableSpec, fetch: _Fetch, time_ns: int, reboot: bool
     ) -> list[Sample]:
         out: list[Sample] = []
+        count = _row_count(table, fetch.scalars)
         for index in _row_indices(table, fetch.columns):
+            if count is not None and _row_number(index) > count:
+                continue
             fields: dict[str, Any] = {}
             kinds: dict[str, tuple[str, float]] = {}
             for name, spec in table.fields.items():
@@ -268,7 +275,8 @@ class Poller:
                 continue
             tags = {"device": self.device, **table.static_tags}
             if table.index_tag is not None:
-                tags[table.index_tag] = index
+                suffix = table.index_drop_suffix
+                tags[table.index_tag] = index.removesuffix(suffix) if suffix else index
             for name, spec in table.tags.items():
                 text = _tag_value(spec, index, fetch.columns)
                 if text:
@@ -403,7 +411,7 @@ def _scalar_oids(profiles: Iterable[Profile]) -> list[str]:
         for spec in g.fields.values()
         for s in spec.all_sources
         if s.rows is None
-    ]
+    ] + [t.row_count for p in profiles for t in p.tables if t.row_count is not None]
 
 
 def _first_columns(profiles: Iterable[Profile]) -> list[str]:
@@ -416,6 +424,20 @@ def _first_columns(profiles: Iterable[Profile]) -> list[str]:
         for t in p.tables:
             out += [spec.all_sources[0].oid for spec in t.fields.values()]
     return out
+
+
+def _row_count(table: TableSpec, scalars: Mapping[str, VarBind]) -> int | None:
+    """How many rows the table's ``row_count`` scalar says it has (``None``: no such scalar, or
+    it did not answer a number — then every row counts)."""
+    vb = scalars.get(table.row_count) if table.row_count is not None else None
+    if vb is None or vb[1] in MISSING_TYPES or isinstance(vb[2], bool) or not isinstance(vb[2], int):
+        return None
+    return vb[2]
+
+
+def _row_number(index: str) -> int:
+    head = index.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _row_indices(table: TableSpec, columns: Mapping[str, Column]) -> list[str]:

@@ -39,6 +39,10 @@ IDENTITY = {
     "device_memory": ("mib", "memory"),
     "device_sensor": ("mib", "type", "sensor"),
     "ups": ("mib",),
+    "ups_input": ("mib", "line"),
+    "ups_output": ("mib", "line"),
+    "ups_bypass": ("mib", "line"),
+    "pdu_outlet": ("mib", "outlet"),
 }
 
 
