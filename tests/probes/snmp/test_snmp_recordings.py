@@ -87,7 +87,7 @@ def test_recording_yields_what_it_holds(
     samples = polled_recordings[name]
     status = samples[-1]
     assert status.measurement == "probe_status"
-    assert (status.fields["status"], status.fields["error"]) == ("ok", "")
+    assert (status.fields["status"], status.fields["error"]) == ("ok", ""), dict(status.fields)
     kinds = Counter(s.measurement for s in samples)
     assert kinds["snmp_system"] == 1
     if name in NO_INTERFACES:
