@@ -347,6 +347,7 @@ class _Fetch:
         self.columns: dict[str, Column] = {}
         self.failed: set[str] = set()
         self.problems: list[str] = []
+        self.adaptive = adaptive
         # Walks at once: the device's current pacing (its configured max_in_flight until it backs off).
         self._sem = Gate(adaptive.in_flight_now)
 
@@ -368,9 +369,18 @@ class _Fetch:
             await asyncio.gather(*pending, return_exceptions=True)
             unfinished = sorted(jobs[t] for t in pending)
             self.failed.update(jobs[t].removeprefix("walk of ") for t in pending)
+            a = self.adaptive
+            if a.adapted and a.srtt is not None:
+                # Paced to a slow device: its round trip, not the GETBULK size, is what takes the time.
+                hint = (
+                    f"the device is slow (round trip {a.srtt:.2g} s, {a.in_flight} in flight, see adapted):"
+                    " raise the entry's timeout"
+                )
+            else:
+                hint = "raise the entry's timeout or lower max_repetitions"
             self.problems.append(
                 f"{len(unfinished)} requests unfinished when the poll's time ran out ({unfinished[0]}"
-                f"{', …' if len(unfinished) > 1 else ''}) — raise the entry's timeout or lower max_repetitions"
+                f"{', …' if len(unfinished) > 1 else ''}) — {hint}"
             )
         for task in done:
             exc = task.exception()
