@@ -121,17 +121,18 @@ class Adaptive:
         trouble, self._poll_trouble = self._poll_trouble, False
         if trouble:
             self._clean_polls = 0
-            return
-        self._clean_polls += 1
-        if self._clean_polls < GROW_AFTER_POLLS or not self.adapted:
-            return
-        self._clean_polls = 0
-        if self.in_flight < self.cfg_in_flight:
-            self.in_flight += 1
-        elif self.max_repetitions < min(self.cfg_repetitions, self.reps_fit):
-            self.max_repetitions = min(self.cfg_repetitions, self.reps_fit, self.max_repetitions * 2)
+        else:
+            self._clean_polls += 1
+            if self._clean_polls >= GROW_AFTER_POLLS and self.adapted:
+                self._clean_polls = 0
+                if self.in_flight < self.cfg_in_flight:
+                    self.in_flight += 1
+                elif self.max_repetitions < min(self.cfg_repetitions, self.reps_fit):
+                    self.max_repetitions = min(self.cfg_repetitions, self.reps_fit, self.max_repetitions * 2)
         if not self.adapted:
             self.since = None
+        else:
+            self._mark()  # e.g. the round trip alone grew the timeout past the configured one
 
     def _mark(self) -> None:
         if self.since is None:

@@ -161,3 +161,17 @@ def test_the_gate_lets_a_cancelled_waiter_go() -> None:
             pass
 
     asyncio.run(asyncio.wait_for(run(), 2))
+
+
+def test_a_long_round_trip_alone_shows_and_clears() -> None:
+    a = fresh()
+    a.answered(1.5)  # SRTT 1.5, RTTVAR 0.75: RTO 4.5 s, above the configured 2 s
+    a.poll_done()
+    assert a.describe().startswith(
+        "slow device: timeout 4.5 s from round trip 1.50 s ± 0.75 (configured 2 s) since 1970-01-01 00:00:00 UTC"
+    )
+    assert "in flight" not in a.describe()
+    for _ in range(60):  # the device recovers: RTO back to the configured floor
+        a.answered(0.01)
+    a.poll_done()
+    assert a.rto_s == 2.0 and a.since is None and a.describe() == ""

@@ -21,6 +21,8 @@ from agent.cli_snmp import app
 from probes.model import Sample
 
 SWITCH_52 = "network/switch/zte-zxr10-5250"
+# One pytest-xdist worker runs them all: one snmpsim of the whole recordings, not one per worker.
+pytestmark = pytest.mark.xdist_group("snmp-full")
 
 
 @functools.cache
