@@ -389,7 +389,9 @@ class AlertEngine:
         a = self.active.get(fp)
         if a is not None and a.starts_ns >= resumed:
             if h.at_ns < a.starts_ns:
-                self.store.event(a.id, h.at_ns, "start_corrected", f"began at this time (from late data), not at {a.starts_ns}")
+                self.store.event(
+                    a.id, h.at_ns, "start_corrected", f"began at this time (from late data), not at {a.starts_ns}"
+                )
                 self.store.set(a.id, starts_ns=h.at_ns)
                 a.starts_ns = h.at_ns
             return
@@ -403,21 +405,19 @@ class AlertEngine:
         unreachable = any("while_unreachable" in e.labels for e in episodes)
         eps = sorted(episodes, key=lambda e: e.starts_ns)
 
-        def span(e: AlertRow) -> str:
-            return f"{_clock(e.starts_ns)}–{_clock(e.ends_ns or e.starts_ns)}"
-
         shown = eps[:_SUMMARY_ITEMS]
-        en_items = "; ".join(f"{e.summary_en} ({span(e)})" for e in shown)
-        zh_items = "；".join(f"{e.summary_zh}（{span(e)}）" for e in shown)
+        en_items = "; ".join(f"{e.summary_en} from {_clock(e.starts_ns)} to {_clock(e.ends_ns or 0)}" for e in shown)
+        zh_items = "；".join(f"{e.summary_zh}，{_clock(e.starts_ns)} 至 {_clock(e.ends_ns or 0)}" for e in shown)
         more = len(eps) - len(shown)
         if more:
             en_items += f"; and {more} more"
             zh_items += f"；另有 {more} 条"
+        n = f"{len(eps)} alert{'s' if len(eps) != 1 else ''}"
         if unreachable:
-            en = f"while {names[0]} was unreachable: {len(eps)} alert(s), over before it reconnected — {en_items}"
-            zh = f"{names[1]} 不可达期间：{len(eps)} 条告警，恢复连接前已结束 — {zh_items}"
+            en = f"while {names[0]} was unreachable: {n} began and ended before it reconnected — {en_items}"
+            zh = f"{names[1]} 不可达期间：{len(eps)} 条告警在恢复连接前已开始并结束 — {zh_items}"
         else:
-            en = f"reported late by {names[0]}: {len(eps)} alert(s), already over — {en_items}"
+            en = f"reported late by {names[0]}: {n}, already over — {en_items}"
             zh = f"{names[1]} 迟到的数据：{len(eps)} 条告警，均已结束 — {zh_items}"
         severity = max((e.severity for e in eps), key=lambda x: SEVERITY_RANK.get(x, 0))
         labels = {"alertname": LATE_SUMMARY, "site": key, "severity": severity}
