@@ -78,7 +78,7 @@ def md_text(value: object) -> str:
 
 def line(a: AlertRow, kind: str, lang: str) -> str:
     tag = _KIND[lang].get(kind) or _SEV[lang].get(a.severity, a.severity)
-    mark = "✅" if kind == "resolved" else "🕘" if kind == "summary" else {"critical": "🔴", "warning": "🟠"}.get(a.severity, "🔵")
+    mark = {"resolved": "✅", "summary": "🕘"}.get(kind) or {"critical": "🔴", "warning": "🟠"}.get(a.severity, "🔵")
     ack = ""
     if a.acked_by and kind != "resolved":
         who = md_text(a.acked_by)
