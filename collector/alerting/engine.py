@@ -97,6 +97,7 @@ class AlertEngine:
         #: late firings awaiting live data or their end: (fingerprint, from a replay) -> what fired
         self.held: dict[tuple[str, bool], _Held] = {}
         self.outages: list[_Outage] = []
+        self._outages_of: dict[str, list[_Outage]] = {}  # site -> the outages covering it, oldest first
         self.late_groups: dict[str, _LateGroup] = {}
         self.late_episodes = 0
         self._restore()
@@ -127,7 +128,7 @@ class AlertEngine:
                 sid = a.labels.get("site", "")
                 if sid in self.topology.sites:
                     below = frozenset((sid, *self.topology.below(sid)))
-                    self.outages.append(_Outage(sid, below, a.starts_ns, a.ends_ns))
+                    self._add_outage(_Outage(sid, below, a.starts_ns, a.ends_ns))
         for rule_name, labels, last_ns in self.store.last_seen():
             rule = self.watcher.rules.by_name.get(rule_name)
             if rule is None:
@@ -301,22 +302,29 @@ class AlertEngine:
         assert a is not None
         self.active[fp] = a
         self._uplink(c.site, "down", now_ns, c.reason)
-        self.outages.append(_Outage(c.site, frozenset((c.site, *c.below)), now_ns))
         horizon = now_ns - _OUTAGE_MEMORY_S * NS
-        self.outages = [o for o in self.outages if o.end_ns is None or o.end_ns >= horizon]
+        if any(o.end_ns is not None and o.end_ns < horizon for o in self.outages):  # forget the old ones
+            kept, self.outages, self._outages_of = self.outages, [], {}
+            for o in kept:
+                if o.end_ns is None or o.end_ns >= horizon:
+                    self._add_outage(o)
+        self._add_outage(_Outage(c.site, frozenset((c.site, *c.below)), now_ns))
 
     # -- late data: episodes of the past, recorded and summarised, never paged ----------------------
     def _site(self, labels: Mapping[str, str]) -> str:
         site = self.topology.site_of(labels) if self.topology is not None else None
         return site or labels.get("site", "")
 
+    def _add_outage(self, o: _Outage) -> None:
+        self.outages.append(o)
+        for sid in o.sites:
+            self._outages_of.setdefault(sid, []).append(o)
+
     def _outage(self, site: str, span: tuple[int, int] | None) -> _Outage | None:
         """The newest cut-off covering ``site`` (overlapping ``span``, give or take ``late_after`` for
         the time it took to notice the cut-off)."""
         slack = int(self.cfg.late_after * NS)
-        for o in reversed(self.outages):
-            if site not in o.sites:
-                continue
+        for o in reversed(self._outages_of.get(site, ())):
             if span is None or (o.start_ns - slack <= span[1] and (o.end_ns is None or span[0] <= o.end_ns + slack)):
                 return o
         return None

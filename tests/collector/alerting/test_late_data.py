@@ -170,8 +170,17 @@ class Rig:
         self.tmp = tmp
         self.now = T0
         self.sent: list[Message] = []
-        self.notifier = Notifier(tmp / "alerts.db", self.cfg.channels, senders={"hook": self.sent.append})
-        self.engine = AlertEngine(self.cfg, data_dir=tmp, now_ns=T0, notifier=self.notifier, start_notifier=False)
+        self.start()
+
+    def start(self) -> None:
+        self.notifier = Notifier(self.tmp / "alerts.db", self.cfg.channels, senders={"hook": self.sent.append})
+        self.engine = AlertEngine(
+            self.cfg, data_dir=self.tmp, now_ns=self.now, notifier=self.notifier, start_notifier=False
+        )
+
+    def restart(self) -> None:
+        self.engine.close()
+        self.start()
 
     def second(self, samples: list[Sample]) -> None:
         self.now += NS
@@ -308,3 +317,28 @@ def test_late_data_without_a_cut_off_is_reported_late(rig: Rig) -> None:
     assert orjson.loads(hot[0]["labels"]).get("late") == "true"
     late = [m.body for m in rig.sent]
     assert len(late) == 1 and "reported late by Township One: 1 alert, already over" in late[0], late
+
+
+def test_cut_off_remembered_across_a_collector_restart(rig: Rig) -> None:
+    """The collector restarts during the outage: the cut-off is read back from alerts.db, so the
+    episode the backlog brings after the reconnect is still known to have happened while t1 was
+    unreachable, and the cut-off still resolves once."""
+    rig.second([room(22.0, 1)])
+    rig.engine.agent_status("ag-t1", "t1", "offline")
+    while rig.now < T0 + 80 * NS:
+        rig.second([])
+    rig.restart()
+    while rig.now < T0 + 125 * NS:
+        rig.second([])
+    rig.engine.agent_status("ag-t1", "t1", "online")
+    rig.second([room(22.0, 125.5)])
+    rig.second(outage_room("a", 30, 60))
+    for k in range(10):
+        rig.second([room(22.0, 126.5 + k)])
+    cut = rig.rows(UNREACHABLE)
+    assert [r["state"] for r in cut] == ["resolved"]
+    hot = rig.rows("hot")
+    assert [(s_(r["starts_ns"]), s_(r["ends_ns"])) for r in hot] == [(32, 60)]
+    assert orjson.loads(hot[0]["labels"])["while_unreachable"] == "t1"
+    late = [m.body for m in rig.sent if "RECORDED LATE" in m.body]
+    assert len(late) == 1 and "while Township One was unreachable" in late[0], rig.sent
