@@ -192,8 +192,8 @@ class AlertEngine:
             return
         held = self.held.pop(key, None) if t.state == "resolved" or t.replay else None
         if held is not None:
-            note = ("", "") if t.late else (" (ended as live data resumed)", "（恢复实时数据时已结束）")
-            self._episode(held, t.at_ns, t.value, note)
+            note = "" if t.late else " (ended as live data resumed)"
+            self._episode(held, t.at_ns, note)
             return
         if t.replay:
             return
@@ -338,8 +338,9 @@ class AlertEngine:
             g = self.late_groups[key] = _LateGroup(self.evaluator.clock_ns)
         return g
 
-    def _episode(self, h: _Held, end_ns: int, value: Any, note: tuple[str, str]) -> None:
-        """Record a condition that began and ended in the past: history only, summarised later."""
+    def _episode(self, h: _Held, end_ns: int, note: str) -> None:
+        """Record a condition that began and ended in the past: history only, summarised later.
+        Its value is the one it fired with (what the summary shows)."""
         rule = self.evaluator.rules.by_name.get(h.rule)
         if rule is None:
             return
@@ -351,13 +352,13 @@ class AlertEngine:
         o = self._outage(site, (h.at_ns, end_ns))
         if o is not None:
             labels["while_unreachable"] = o.root
-            where = (f"while {o.root} was unreachable", f"{o.root} 不可达期间")
+            where = f"while {o.root} was unreachable"
         else:
             labels["late"] = "true"
-            where = ("reported late", "迟到的数据")
+            where = "reported late"
         values: dict[str, Any] = {**labels, "value": h.value if h.value is not None else ""}
         summary = (render(rule.summary.en, values), render(rule.summary.zh, values))
-        details = (f"{where[0]}: {summary[0]}", f"{where[0]}{note[0]}; recorded late, not paged")
+        details = (f"{where}: {summary[0]}", f"{where}{note}; recorded late, not paged")
         aid = self.store.record_episode(
             fingerprint(h.rule, h.labels), h.rule, labels, rule.severity, summary, h.value, (h.at_ns, end_ns), details
         )
@@ -404,7 +405,7 @@ class AlertEngine:
                 a.starts_ns = h.at_ns
             return
         end = resumed if resumed > h.at_ns else rp.last_ns
-        self._episode(h, end, rp.value, (" (ended by the time live data resumed)", "（恢复实时数据时已结束）"))
+        self._episode(h, end, " (ended by the time live data resumed)")
 
     def _summary(self, key: str, episodes: list[AlertRow], now_ns: int) -> None:
         topo = self.topology

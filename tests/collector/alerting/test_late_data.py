@@ -342,3 +342,25 @@ def test_cut_off_remembered_across_a_collector_restart(rig: Rig) -> None:
     assert orjson.loads(hot[0]["labels"])["while_unreachable"] == "t1"
     late = [m.body for m in rig.sent if "RECORDED LATE" in m.body]
     assert len(late) == 1 and "while Township One was unreachable" in late[0], rig.sent
+
+
+def test_backlog_ending_hot_behind_cool_live_data_ends_when_live_data_resumed(rig: Rig) -> None:
+    """Live data (fine) at 125.5 s first; then the backlog, hot from 100 s to its last sample at
+    124 s. The replay is still firing when the late data stops; live data says the room was fine
+    at 125.5 s — the first sample after the hole — so the episode is 102 s to 125.5 s."""
+    for t in range(1, 5):
+        rig.second([room(22.0, t)])
+    rig.engine.agent_status("ag-t1", "t1", "offline")
+    while rig.now < T0 + 125 * NS:
+        rig.second([])
+    rig.engine.agent_status("ag-t1", "t1", "online")
+    rig.second([room(22.0, 125.5)])
+    rig.second(outage_room("a", 100, 999))
+    for k in range(10):
+        rig.second([room(22.0, 126.5 + k)])
+    hot = rig.rows("hot")
+    assert [(r["state"], s_(r["starts_ns"]), s_(r["ends_ns"]), r["notified_ns"]) for r in hot] == [
+        ("resolved", 102, 125.5, None)
+    ]
+    assert [m.body for m in rig.sent if "hot" in m.body and "RECORDED LATE" not in m.body] == []
+    assert len([m for m in rig.sent if "RECORDED LATE" in m.body]) == 1
