@@ -187,6 +187,11 @@ class AlertEngine:
     def _apply(self, t: Transition, now_ns: int) -> None:
         rule = self.evaluator.rules.by_name.get(t.rule)
         key = (t.fp, t.replay)
+        if t.handover:
+            moved = self.held.pop((t.fp, False), None)
+            if moved is not None:
+                self.held[key] = moved
+            return
         if t.late and t.state == "firing":
             self.held[key] = _Held(t.rule, t.labels, t.at_ns, t.value)
             return

@@ -3,6 +3,7 @@ clock-free evaluation of one rule over one series — every function takes ``now
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -472,6 +473,8 @@ class Transition:
     late: bool = False
     #: made by the replay of samples older than the series' newest (the past, for history only)
     replay: bool = False
+    #: not a change: the live state's late firing now continues in the replay (a hole in the series)
+    handover: bool = False
 
 
 @dataclass(slots=True)
@@ -657,7 +660,7 @@ class Evaluator:
                         out.append(t)
                     continue
                 if st.last_ns and s.time_ns - st.last_ns > self.late_after_ns:
-                    st.resumed_ns = s.time_ns
+                    st = self._hole(rule, fp, st, s.time_ns, out)
                 st.lag_ns = max(0, self.clock_ns - s.time_ns)
                 late = st.lag_ns > self.late_after_ns
                 t = step(rule, st, fp, s.fields, s.time_ns)
@@ -668,6 +671,25 @@ class Evaluator:
                     st.fired_late = False
                     out.append(Transition(rule.name, fp, st.labels, "firing", st.fired_ns, st.value))
         return out
+
+    def _hole(self, rule: Rule, fp: str, st: SeriesState, resumed_ns: int, out: list[Transition]) -> SeriesState:
+        """A sample after a hole in the series: the samples that belong in the hole may still come
+        (a backlog behind live data), so they will be replayed from the state the series had
+        before it. If that state was itself made by late data (part of a backlog came first),
+        it is the past: it moves to the replay — a late firing with it (``handover``) — and the
+        live state starts afresh from this sample."""
+        key = (rule.name, fp)
+        if key in self.replays:
+            st.resumed_ns = resumed_ns
+            return st
+        self.replays[key] = copy.deepcopy(st)
+        if st.lag_ns <= self.late_after_ns:
+            st.resumed_ns = resumed_ns
+            return st
+        if st.phase == "firing" and st.fired_late:
+            out.append(Transition(rule.name, fp, st.labels, "firing", st.fired_ns, st.value, True, True, True))
+        fresh = self.series[key] = SeriesState(st.labels, last_ns=st.last_ns, resumed_ns=resumed_ns)
+        return fresh
 
     @staticmethod
     def _mark(st: SeriesState, t: Transition, late: bool) -> Transition:

@@ -92,14 +92,31 @@ def test_live_before_backlog_is_replayed_as_the_past() -> None:
 
 def test_backlog_before_live_still_true_at_reconnect_fires_from_its_true_start() -> None:
     """Hot from 100 s through the reconnect: the backlog makes a late firing at 102; the first live
-    sample (still hot) confirms it — a live firing carrying the start, 102 s."""
+    sample (still hot, 145 s) confirms it — a live firing carrying the start, 102 s."""
     ev = _evaluator()
-    ev.tick(T0 + 140 * NS)  # reconnected at 139 s: the whole backlog is over 10 s behind
-    out = [t for s in outage_room("a", 100, 999) for t in ev.observe(s)]
+    ev.tick(T0 + 150 * NS)  # the whole backlog (to 139 s) is over 10 s behind
+    out = [t for s in outage_room("a", 100, 999, end=140) for t in ev.observe(s)]
     assert brief(out) == [("a", "firing", 102, True, False)]
-    out = ev.observe(room(31.0, 139.5))
+    out = ev.observe(room(31.0, 145))
     assert brief(out) == [("a", "firing", 102, False, False)]
-    assert ev.observe(room(31.0, 140.5)) == []  # confirmed once
+    assert ev.observe(room(31.0, 146)) == []  # confirmed once
+
+
+def test_live_data_in_the_middle_of_the_backlog() -> None:
+    """The first part of the backlog (5..39 s; hot from 30 s: a late firing at 32) arrives, then
+    live data (fine, 125.5 s), then the rest (40..124 s; hot until 60 s). The hole between 39 and
+    125.5 s may still fill: the late firing is handed to the series' replay, which the rest of the
+    backlog continues — the episode ends at 60 s, not when live data resumed."""
+    ev = _evaluator()
+    ev.tick(T0 + 126 * NS)
+    backlog = outage_room("a", 30, 60)
+    out = [t for s in backlog[:35] for t in ev.observe(s)]
+    assert brief(out) == [("a", "firing", 32, True, False)]
+    out = ev.observe(room(22.0, 125.5))
+    assert [(t.handover, t.at_ns) for t in out] == [(True, T0 + 32 * NS)]
+    out = [t for s in backlog[35:] for t in ev.observe(s)]
+    assert brief(out) == [("a", "resolved", 60, True, True)]
+    assert ev.observe(room(22.0, 126.5)) == []
 
 
 def test_a_backlog_catching_up_is_live_data() -> None:
@@ -211,10 +228,11 @@ def s_(t_ns: int) -> float:
     return (t_ns - T0) / NS
 
 
-@pytest.mark.parametrize("order", ["backlog_first", "live_first"])
+@pytest.mark.parametrize("order", ["backlog_first", "live_first", "interleaved"])
 def test_outage_episodes_are_history_and_one_summary(rig: Rig, order: str) -> None:
     """t1 is cut off from 5 s to 125 s. Meanwhile room a is hot 30..59 s and room b 40..49 s (both
-    over before the reconnect), room c hot from 100 s on (still hot at the reconnect).
+    over before the reconnect), room c hot from 100 s on (still hot at the reconnect). The backlog
+    arrives before live data, after it, or with live data in its middle.
 
     Whatever the order of arrival: the two episodes are in the history with their sample-time
     spans (a: 32–60 s, b: 42–50 s), marked as having happened while t1 was unreachable, in one
@@ -237,9 +255,14 @@ def test_outage_episodes_are_history_and_one_summary(rig: Rig, order: str) -> No
         for i in range(0, len(backlog), 120):  # drains over three seconds
             rig.second(backlog[i : i + 120])
         rig.second([room(22.0 if s != "c" else 31.0, live_t, s) for s in sensors])
-    else:
+    elif order == "live_first":
         rig.second([room(22.0 if s != "c" else 31.0, live_t, s) for s in sensors])
         for i in range(0, len(backlog), 120):
+            rig.second(backlog[i : i + 120])
+    else:  # 5..44 s (a and b fire), then live data, then the rest (a and b end, c begins)
+        rig.second(backlog[:120])
+        rig.second([room(22.0 if s != "c" else 31.0, live_t, s) for s in sensors])
+        for i in range(120, len(backlog), 120):
             rig.second(backlog[i : i + 120])
     for k in range(15):  # live data goes on
         rig.second([room(22.0 if s != "c" else 31.0, live_t + 1 + k, s) for s in sensors])
