@@ -193,6 +193,9 @@ class AlertEngine:
                 self.held[key] = moved
             return
         if t.late and t.state == "firing":
+            live = self.active.get(t.fp)
+            if t.replay and live is not None and live.starts_ns <= t.at_ns:
+                return  # the backlog of an alert firing all along: no episode of its own
             self.held[key] = _Held(t.rule, t.labels, t.at_ns, t.value)
             return
         held = self.held.pop(key, None) if t.state == "resolved" or t.replay else None

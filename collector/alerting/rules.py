@@ -674,18 +674,17 @@ class Evaluator:
 
     def _hole(self, rule: Rule, fp: str, st: SeriesState, resumed_ns: int, out: list[Transition]) -> SeriesState:
         """A sample after a hole in the series: the samples that belong in the hole may still come
-        (a backlog behind live data), so they will be replayed from the state the series had
-        before it. If that state was itself made by late data (part of a backlog came first),
-        it is the past: it moves to the replay — a late firing with it (``handover``) — and the
-        live state starts afresh from this sample."""
+        (a backlog behind live data). If the state before the hole was made by late data (part
+        of a backlog came first), it is the past: it moves to the replay, which the rest of the
+        backlog continues — a late firing with it (``handover``) — and the live state starts
+        afresh from this sample."""
         key = (rule.name, fp)
-        if key in self.replays:
+        if key in self.replays or st.lag_ns <= self.late_after_ns:
+            # live data before the hole: a backlog filling it is replayed from scratch (and a
+            # series sampled less often than ``late_after`` keeps no copies)
             st.resumed_ns = resumed_ns
             return st
         self.replays[key] = copy.deepcopy(st)
-        if st.lag_ns <= self.late_after_ns:
-            st.resumed_ns = resumed_ns
-            return st
         if st.phase == "firing" and st.fired_late:
             out.append(Transition(rule.name, fp, st.labels, "firing", st.fired_ns, st.value, True, True, True))
         fresh = self.series[key] = SeriesState(st.labels, last_ns=st.last_ns, resumed_ns=resumed_ns)

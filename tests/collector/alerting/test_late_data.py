@@ -387,3 +387,26 @@ def test_backlog_ending_hot_behind_cool_live_data_ends_when_live_data_resumed(ri
     ]
     assert [m.body for m in rig.sent if "hot" in m.body and "RECORDED LATE" not in m.body] == []
     assert len([m for m in rig.sent if "RECORDED LATE" in m.body]) == 1
+
+
+def test_backlog_of_an_alert_firing_all_along_is_no_episode(rig: Rig) -> None:
+    """Room a is hot before the outage (fires live at 3 s and is paged), stays hot through it and
+    after: live data first, then the hot backlog. The replay fires too, but that is the live
+    alert's own past — no episode, no summary, still one alert and one firing notice."""
+    for t in range(1, 10):
+        rig.second([room(31.0, t)])
+    rig.engine.agent_status("ag-t1", "t1", "offline")
+    while rig.now < T0 + 125 * NS:
+        rig.second([])
+    rig.engine.agent_status("ag-t1", "t1", "online")
+    rig.second([room(31.0, 125.5)])
+    rig.second([room(31.0, t) for t in range(10, 125)])
+    for k in range(10):
+        rig.second([room(31.0, 126.5 + k)])
+    hot = rig.rows("hot")
+    assert [(r["state"], s_(r["starts_ns"])) for r in hot] == [("firing", 3)]
+    assert rig.engine.stats()["alerting_late_episodes"] == 0
+    assert [m.body for m in rig.sent if "hot" in m.body] == [m.body for m in rig.sent if "t1/a hot" in m.body]
+    assert len([m for m in rig.sent if "t1/a hot" in m.body]) == 1 and not any(
+        "RECORDED LATE" in m.body for m in rig.sent
+    )
