@@ -6,7 +6,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export NETWATCH_EXTRAS=test
 export NETWATCH_APT="/usr/bin/ping:iputils-ping /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_passwd:mosquitto \
   /usr/bin/victoria-metrics:victoria-metrics /usr/sbin/snmpd:snmpd /usr/bin/snmptrap:snmp /usr/bin/snmpbulkwalk:snmp \
-  /usr/bin/socat:socat"
+  /usr/bin/socat:socat /usr/bin/systemd-analyze:systemd /usr/sbin/ip:iproute2"
 # shellcheck source=../.ci/bootstrap.sh
 source "$ROOT/.ci/bootstrap.sh"
 cd "$ROOT"
