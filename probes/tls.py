@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,19 @@ def client_context(*, verify: bool = True, ca_file: str | Path | None = None) ->
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def shared_client_context(*, verify: bool = True, ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """One context per (verify, CA file as it is on disk now), shared by every probe that asks: each
+    context holds its own parsed copy of the CA store (about 0.8 MB), and a context is safe to use
+    for many connections at once. A CA file rewritten on disk gets a fresh context."""
+    mtime = Path(ca_file).stat().st_mtime_ns if ca_file else 0
+    return _context(verify, str(ca_file) if ca_file else None, mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _context(verify: bool, ca_file: str | None, _mtime_ns: int) -> ssl.SSLContext:
+    return client_context(verify=verify, ca_file=ca_file)
 
 
 def _tlv(der: bytes, i: int) -> tuple[int, int, int]:
