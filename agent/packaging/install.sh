@@ -121,7 +121,7 @@ if [ "$DO_USER" = 1 ]; then
   else
     run useradd "${users_opt[@]}" --system --user-group --no-create-home --home-dir /var/lib/netwatch-agent \
       --shell /usr/sbin/nologin --comment "netwatch agent" "$USER_NAME"
-    say "created system user / 已创建系统用户 $USER_NAME"
+    [ "$DRY" = 1 ] || say "created system user / 已创建系统用户 $USER_NAME"
   fi
 fi
 
