@@ -64,6 +64,14 @@ write_unit() {  # the unit from the config, by the installed agent itself
   "$venv/bin/python" -m agent.service_unit --config "$CONFIG" --prefix "$PREFIX" --user "$USER_NAME" \
     --output "$UNIT_DIR/netwatch-agent.service" || die 3 "could not write the unit (config error above) / 无法生成服务单元"
   say "unit written / 已写入服务单元: $UNIT_DIR/netwatch-agent.service"
+  # A spool outside the StateDirectory (which systemd makes) needs its directory, the user's own:
+  # the sandbox cannot mount a missing ReadWritePaths= entry.
+  local dirs d
+  dirs=$(sed -n 's/^ReadWritePaths=//p' "$UNIT_DIR/netwatch-agent.service")
+  for d in $dirs; do
+    mkdir -p "$d" && chmod 0700 "$d"
+    if [ "$DO_USER" = 1 ] && [ -z "$USERS_PREFIX" ]; then chown "$USER_NAME:$USER_NAME" "$d"; fi
+  done
 }
 
 systemd_apply() {
