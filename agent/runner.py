@@ -10,12 +10,11 @@ import os
 import time
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
 from agent.config import AgentConfig
-from agent.control import AgentControl, startup_config
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
@@ -23,6 +22,9 @@ from probes.files import private_file
 from probes.model import EVENT, Sample
 from protocol import envelope
 from protocol.status import HEALTH_MEASUREMENT
+
+if TYPE_CHECKING:
+    from agent.control import AgentControl
 
 log = logging.getLogger("netwatch.agent")
 
@@ -38,7 +40,10 @@ def config_version(cfg: AgentConfig) -> str:
 class Agent:
     def __init__(self, cfg: AgentConfig, *, tee: Path | None = None) -> None:
         # the node's file, plus the last good config the centre pushed (when control is on)
-        cfg = startup_config(cfg)
+        if cfg.control is not None:  # control verifies ed25519 signatures: cryptography only when it is on
+            from agent.control import startup_config
+
+            cfg = startup_config(cfg)
         self.cfg = cfg
         # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
         self._tee: BinaryIO | None = open(private_file(tee, sqlite=False), "ab") if tee is not None else None  # noqa: SIM115
@@ -59,6 +64,8 @@ class Agent:
         self.samples_spooled = 0
         self.control: AgentControl | None = None
         if cfg.control is not None:
+            from agent.control import AgentControl
+
             self.control = AgentControl(cfg, self._apply, self.publisher.publish_result, self._control_status)
             self.publisher.on_control = self._on_control
             self._control_status(publish=False)
