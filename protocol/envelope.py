@@ -148,10 +148,8 @@ def _check_sample(
         elif v:  # an empty tag value means "no such tag"
             clean_tags[k] = v
             _name_ok(v, MAX_TAG_LEN)  # remember it
-    for k, v in identity.items():
-        if clean_tags.get(k, v) != v:
-            overridden[0] += 1
-            break
+    # counted only once the sample is kept: a refused one is counted under its refusal alone
+    overrides = any(clean_tags.get(k, v) != v for k, v in identity.items())
     clean_tags.update(identity)
     if type(fields) is not dict or not fields or len(fields) > MAX_FIELDS:
         return "bad_sample"
@@ -174,6 +172,8 @@ def _check_sample(
         return "bad_sample"
     if not lo_ns <= ts <= hi_ns:
         return "bad_time"
+    if overrides:
+        overridden[0] += 1
     return Sample(measurement, clean_tags, fields, ts)
 
 
