@@ -399,6 +399,8 @@ class Collector:
             "availability_late_changes": self.state.transitions.late,
             **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
+            # the data directory below collector.min_free, or a write refused for lack of space
+            "disk_full": self.disk.full,
         }
 
     def agents(self) -> list[dict[str, Any]]:
@@ -451,8 +453,6 @@ class Collector:
             fields[f"rejected_{reason}"] = stats["rejected"].get(reason, 0)
         fields.setdefault("identity_overridden", 0)
         fields["mqtt_session_ok"] = self.receiver.session_ok
-        # the data directory below collector.min_free, or a store/state.db refused a write for lack of space
-        fields["disk_full"] = self.disk.full
         fields["data_free_bytes"] = self.disk.free_bytes()
         return Sample(SELF_MEASUREMENT, {"collector": self.cfg.collector.id}, fields, time.time_ns())
 
