@@ -337,6 +337,7 @@ class UserDB:
         self._ph = password_hasher or hasher()
         self._dummy_hash: str | None = None
         self._lock = threading.Lock()
+        self._touch_failed = False
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -378,7 +379,11 @@ class UserDB:
             with self._tx() as db:
                 db.execute(sql, args)
         except sqlite3.Error as e:
-            log.warning("users.db: could not record a token's or session's last use (%s)", e)
+            if not self._touch_failed:  # once, not per request
+                self._touch_failed = True
+                log.warning("users.db: cannot record when tokens and sessions were last used (%s)", e)
+            return
+        self._touch_failed = False
 
     def _now(self) -> int:
         return self._clock()

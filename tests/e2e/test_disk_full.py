@@ -125,12 +125,16 @@ def test_agent_spool_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> None:
     assert health[-1][1]["spool_write_errors"] == final.dropped_batches
 
 
-def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> None:
+@pytest.mark.parametrize("mode", ["reserve", "enospc"])
+def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any, mode: str) -> None:
+    """``reserve``: the filler leaves less than collector.min_free; ``enospc``: no reserve
+    (min_free 0) and the disk filled to the last byte, so SQLite itself refuses the writes."""
     rig = Rig(tmp_path, mosquitto.port, None)
+    min_free = "3MiB" if mode == "reserve" else "0"
     (tmp_path / "rules.yaml").write_text((ROOT / "configs/rules/default.yaml").read_text())
     cfg = tmp_path / "collector.yaml"
     cfg.write_text(
-        f"collector: {{id: rig, data_dir: {tmp_path / 'collector'}, min_free: 3MiB, self_metrics_interval: 1s}}\n"
+        f"collector: {{id: rig, data_dir: {tmp_path / 'collector'}, min_free: {min_free}, self_metrics_interval: 1s}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}}}\n"
         "storage:\n  sqlite: {retention: 30d}\n"
         f"api: {{port: {rig.api_port}}}\n"
@@ -152,10 +156,15 @@ def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> No
             for aid in ("f1", "f2"):
                 rig.start_agent(aid)
             rig.wait_stored("f1", 30)
-            left = fs.fill(leave=2 * 1024 * 1024)  # below the 3 MiB reserve, room for the alert
-            assert left < 3 * 1024 * 1024
-            _wait("the collector sees the full disk", lambda: col.get("/api/stats")["disk_full"] is True)
-            _wait("collector_disk_full firing", lambda: "collector_disk_full" in firing())
+            if mode == "reserve":
+                left = fs.fill(leave=2 * 1024 * 1024)  # below the 3 MiB reserve, room for the alert
+                assert left < 3 * 1024 * 1024
+            else:
+                assert fs.fill() < 4096
+            # (with no reserve, SQLite may go on writing into room its WAL already has for a while)
+            _wait("the collector sees the full disk", lambda: col.get("/api/stats")["disk_full"] is True, 60)
+            if mode == "reserve":
+                _wait("collector_disk_full firing", lambda: "collector_disk_full" in firing())
             before = col.get("/api/stats")["stored_batches"]
             acked = {a: read_stats(tmp_path / f"{a}-spool.db").acked_batches for a in ("f1", "f2")}
             time.sleep(3)
@@ -164,7 +173,8 @@ def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> No
             # ...but the collector stores (and so acknowledges) nothing: the broker holds them
             assert col.get("/api/stats")["stored_batches"] == before
             fs.free()
-            _wait("collector_disk_full resolved", lambda: "collector_disk_full" not in firing())
+            if mode == "reserve":
+                _wait("collector_disk_full resolved", lambda: "collector_disk_full" not in firing())
             rig.stop_agents_drained()
             for aid in ("f1", "f2"):
                 expected = rig.expected(aid)
@@ -178,5 +188,11 @@ def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> No
         for name in ("metrics.db", "state.db", "alerts.db"):
             assert _integrity(fs.path / name) == "ok", name
     log = (tmp_path / "collector-1.log").read_text()
-    assert log.count("below collector.min_free") == 1, log  # once, not per message
-    assert "has room again" in log
+    if mode == "reserve":
+        assert log.count("below collector.min_free") == 1, log  # once, not per message
+        assert "has room again" in log
+    else:  # the store's refusal, logged once for the episode, and its recovery
+        assert log.count("store sqlite unavailable") == 1, log
+        assert "store sqlite is back" in log
+    # the API answered throughout (this test read it while the disk was full), logging at most once
+    assert log.count("cannot record when tokens and sessions were last used") <= 1, log
