@@ -17,11 +17,9 @@ Budget: NETWATCH_FUZZ_EXAMPLES per property (60 here); each example must finish 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import signal
 import time
 import zlib
 from collections import Counter
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from fuzzguard import hang_guard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lp_parser import parse
@@ -41,7 +40,6 @@ from probes.model import INT64_MAX, INT64_MIN, Sample
 from protocol import envelope as wire
 
 EXAMPLES = int(os.environ.get("NETWATCH_FUZZ_EXAMPLES", "60"))
-HANG_S = 10
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=5000,  # ms per example (~50 ms typical); a slow one fails here, a hung one at the SIGALRM guard
@@ -54,23 +52,6 @@ DAY = 86400 * 10**9
 #: more than a day ahead, so a long suite run before this test changes nothing)
 NOW = time.time_ns()
 LIMITS = wire.Limits(max_payload_bytes=256 * 1024, max_body_bytes=1024 * 1024)
-
-
-@contextlib.contextmanager
-def hang_guard() -> Iterator[None]:
-    """A hard stop for one example that hangs (a pathological regex, a loop): SIGALRM after
-    HANG_S, so a hang is caught in seconds, not by the suite's 300 s timeout."""
-
-    def _hung(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"a fuzz example ran over {HANG_S} s")
-
-    old = signal.signal(signal.SIGALRM, _hung)
-    signal.alarm(HANG_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # -- names and values ---------------------------------------------------------------------------
