@@ -257,7 +257,7 @@ def decode(
             # An integer field beyond int64 must be refused, not stored as a rounded float. The
             # standard library keeps big integers exact: this (rare, slower) reading tells them
             # from genuine large floats (which JSON writes with a fraction or an exponent).
-            return decode_exact(body, agent, site, seq, sent, lo, hi, stamp)
+            return _decode_exact(body, agent, site, seq, sent, lo, hi, stamp)
         if isinstance(r, str):
             dropped[r] = dropped.get(r, 0) + 1
         else:
@@ -265,7 +265,7 @@ def decode(
     return Envelope(agent, stamp.get("site", site), seq, sent, good, dropped, overridden[0])
 
 
-def decode_exact(
+def _decode_exact(
     body: bytes, agent: str, site: str, seq: int, sent: int, lo: int, hi: int, stamp: Mapping[str, str]
 ) -> Envelope:
     """The samples of a body orjson already accepted, read again with exact integers."""
