@@ -110,13 +110,15 @@ class Agent:
             batch = samples[i : i + limit]
             if self._tee is not None:
                 # Written before the spool commits, with the batch's number: if the agent dies in
-                # between, the next batch reuses the number and supersedes these lines.
+                # between, the next batch reuses the number and supersedes these lines. A batch
+                # the disk refused is counted dropped and its number used again by the next one,
+                # so the record keeps everything measured (stored or counted as dropped).
                 seq = self.spool.next_seq
                 self._tee.write(b"".join(orjson.dumps({**x.to_dict(), "seq": seq}) + b"\n" for x in batch))
                 self._tee.flush()
                 os.fsync(self._tee.fileno())
-            self.spool.put(partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic)
-            self.samples_spooled += len(batch)
+            if self.spool.put(partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic) is not None:
+                self.samples_spooled += len(batch)
 
     def flush(self) -> None:
         """Cut what is buffered into batches and put them in the spool."""
@@ -141,6 +143,8 @@ class Agent:
             "spool_oldest_s": round(st.oldest_age_s(), 3),
             "dropped_batches": st.dropped_batches,
             "dropped_samples": st.dropped_samples,
+            # batches the disk refused (full, I/O error) since start; they are in dropped_* too
+            "spool_write_errors": self.spool.write_errors,
             "published_batches": p.published,
             "acked_batches": p.acked,
             "connected": p.connected,
