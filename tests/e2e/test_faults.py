@@ -5,6 +5,7 @@ Real processes throughout: agents, Mosquitto, the collector, VictoriaMetrics."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,12 @@ def test_broker_down_longer_than_inflight_then_back(tmp_path: Path, mosquitto: A
         mosquitto.stop()
         # More batches pile up than the 20 allowed in flight (~9 s at 300 ms; longer on a loaded machine).
         deadline = time.monotonic() + 90
-        while read_stats(tmp_path / "t1-spool.db").depth <= 20 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            try:
+                if read_stats(tmp_path / "t1-spool.db").depth > 20:
+                    break
+            except sqlite3.OperationalError:  # busy being written, or not created yet on a slow start
+                pass
             time.sleep(0.5)
         assert read_stats(tmp_path / "t1-spool.db").depth > 20
         mosquitto.start()
