@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 
@@ -23,6 +25,14 @@ log = logging.getLogger("netwatch.agent.journal")
 
 #: the event recorded for a run that began and never finished
 INTERRUPTED = "probe_interrupted"
+
+
+def boot_id() -> int:
+    """This boot of the node (Linux's boot_id, as a number); 0 where there is none."""
+    try:
+        return int(Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:15], 16)
+    except (OSError, ValueError):
+        return 0
 
 
 def encode_sample(s: Sample) -> bytes:
@@ -46,13 +56,28 @@ class Journal:
         self._finished: list[int] = []
         self._scheduled = False
         self.runs_begun = 0
+        #: journal commits that failed (a full or failing disk): the agent probes on, and what was
+        #: measured meanwhile is protected only once it is batched
+        self.errors = 0
 
     # -- start-up ----------------------------------------------------------------------------
     def recover(self) -> list[tuple[int, Sample]]:
         """What an earlier process measured and never batched, oldest first: its samples, and
         an interrupted-run event for each run it began and never finished (counted)."""
-        added = self.spool.settle_runs(self._describe, first_id=self._next_sample)
-        self._next_sample += len(added)
+        try:
+            unclean = self.spool.begin_session(boot_id())
+        except sqlite3.Error as e:
+            self._failed(e)
+            unclean = False
+        if unclean and self.spool.journal_sync == "normal":
+            log.warning(
+                "the node went down under the running agent (power loss or a crash of the node): with "
+                "spool.sync: normal, samples measured in the last seconds before it (at most "
+                "publish.batch_interval) may be lost uncounted; spool.sync: full keeps them "
+                "/ 节点在代理运行时断电或崩溃：spool.sync 为 normal 时，断电前最后几秒（至多 "
+                "publish.batch_interval）测得的样本可能丢失且未计数；设为 full 可保留"
+            )
+        added = self._settle(None)
         if added:
             log.warning(
                 "%d probe runs were cut short when the agent last stopped: counted as interrupted_runs "
@@ -88,7 +113,7 @@ class Journal:
         run = self._next_run
         self._next_run += 1
         samples, finished = self._take()
-        self.spool.journal(samples, finished, [(run, kind, name, target, time.time_ns())])
+        self._write(samples, finished, [(run, kind, name, target, time.time_ns())])
         self.runs_begun += 1
         return run
 
@@ -100,9 +125,16 @@ class Journal:
     def interrupted(self, run: int) -> None:
         """The run was cancelled (its probe stopped or changed): count it now."""
         self.commit()
-        added = self.spool.settle_runs(self._describe, [run], first_id=self._next_sample)
+        self.on_interrupted([(i, decode_sample(b)) for i, b in self._settle([run])])
+
+    def _settle(self, runs: list[int] | None) -> list[tuple[int, bytes]]:
+        try:
+            added = self.spool.settle_runs(self._describe, runs, first_id=self._next_sample)
+        except sqlite3.Error as e:  # left in the journal: the next start counts them
+            self._failed(e)
+            return []
         self._next_sample += len(added)
-        self.on_interrupted([(i, decode_sample(b)) for i, b in added])
+        return added
 
     # -- samples ------------------------------------------------------------------------------
     def record(self, samples: list[Sample]) -> list[int]:
@@ -117,7 +149,31 @@ class Journal:
         """Commit whatever is pending now (before a batch is cut, and at the end of a loop turn)."""
         samples, finished = self._take()
         if samples or finished:
-            self.spool.journal(samples, finished)
+            self._write(samples, finished)
+
+    def _write(
+        self,
+        samples: list[tuple[int, bytes]],
+        finished: list[int],
+        begun: list[tuple[int, str, str, str, int]] | None = None,
+    ) -> None:
+        try:
+            self.spool.journal(samples, finished, begun or [])
+        except sqlite3.Error as e:
+            # The samples are still in the agent's buffer and go into the next batch as usual;
+            # only their protection against a crash before then is lost. Never stop probing.
+            self._failed(e)
+
+    def _failed(self, e: sqlite3.Error) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.error(
+                "cannot write the journal in %s (%s): probing goes on, but samples are safe only once "
+                "batched / 无法写入日志（%s）：探测继续，样本在成批后才安全",
+                self.spool.path,
+                e,
+                e,
+            )
 
     def _take(self) -> tuple[list[tuple[int, bytes]], list[int]]:
         samples, self._samples = self._samples, []

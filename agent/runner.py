@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from functools import partial
 from pathlib import Path
@@ -159,6 +160,8 @@ class Agent:
             "reconnects": max(0, p.connects - 1),
             "probe_runs": self.scheduler.runs,
             "interrupted_runs": st.interrupted_runs,
+            "journal_errors": self.journal.errors,
+            "unclean_reboots": st.unclean_reboots,
             "probe_overruns": self.scheduler.overruns,
         }
         if p.last_latency_ms is not None:
@@ -214,6 +217,8 @@ class Agent:
             if self.control is not None:
                 await self.control.close()
             self.publisher.stop()
+            with contextlib.suppress(sqlite3.Error):
+                self.spool.end_session()  # everything measured is batched (flush above)
             self.spool.close()
             if self._tee is not None:
                 self._tee.close()

@@ -53,6 +53,8 @@ class SpoolStats:
     last_acked_ns: int = 0
     #: probe runs started but never finished (the agent was killed or the probe cancelled)
     interrupted_runs: int = 0
+    #: starts after the node went down under a running agent (power loss, kernel crash)
+    unclean_reboots: int = 0
 
     def oldest_age_s(self, now_ns: int | None = None) -> float:
         if self.oldest_ns is None:
@@ -213,6 +215,7 @@ class Spool:
             self._meta("last_acked_seq"),
             self._meta("last_acked_ns"),
             self._meta("interrupted_runs"),
+            self._meta("unclean_reboots"),
         )
 
     # -- the journal: what is measured is on disk before it is batched -------------------
@@ -281,6 +284,28 @@ class Spool:
                 self._bump("interrupted_runs", len(rows))
         return added
 
+    def begin_session(self, boot: int) -> bool:
+        """An agent process starts on the node's boot ``boot``. True (and counted in
+        ``unclean_reboots``) when the last process never stopped and the node has booted since:
+        it went down under the agent — power loss or a crash of the node, not of the agent."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            unclean = self._meta("running") == 1 and self._meta("boot") != boot
+            if unclean:
+                self._bump("unclean_reboots", 1)
+            for key, value in (("running", 1), ("boot", boot)):
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+        return unclean
+
+    def end_session(self) -> None:
+        """The agent stops cleanly (everything it measured is batched)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("UPDATE meta SET value = 0 WHERE key = 'running'")
+
     def close(self) -> None:
         self._db.close()
 
@@ -307,4 +332,5 @@ def read_stats(path: str | Path) -> SpoolStats:
         int(meta.get("last_acked_seq", 0)),
         int(meta.get("last_acked_ns", 0)),
         int(meta.get("interrupted_runs", 0)),
+        int(meta.get("unclean_reboots", 0)),
     )
