@@ -182,7 +182,7 @@ def test_agent_sigkilled_at_random_every_run_the_target_saw_is_stored_or_counted
             assert window is not None, (path, recv, windows)
             runs = [r for r in bodiless if r[0] == path and window[0] <= r[1] <= recv]
             assert runs, (
-                f"seed {seed}: {len(unstored)} requests the target logged have no stored result; this "
+                f"seed {seed}: {len(unstored)} of {len(logged)} requests the target logged have no stored result; this "
                 f"one ({path} at {recv}) is in no run stored as down nor counted as interrupted "
                 f"({len(interrupted)} interrupted runs recorded)"
             )
