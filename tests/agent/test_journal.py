@@ -97,7 +97,7 @@ _CHILD = textwrap.dedent(
     from agent.journal import Journal
     from agent.spool import Spool
     from probes.model import Sample
-    sp = Spool(sys.argv[1], max_bytes=1 << 20, max_age_s=3600)  # journal_sync: normal, the default
+    sp = Spool(sys.argv[1], max_bytes=1 << 20, max_age_s=3600, journal_sync=sys.argv[2])
     j = Journal(sp, {"site": "s1", "agent": "a1"}, lambda rows: None)
     for i in range(50):
         run = j.begin("tcp", f"p{i}", "t")
@@ -111,11 +111,12 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_normal_sync_survives_sigkill(tmp_path: Path) -> None:
-    """synchronous=NORMAL commits are writes to the WAL without fsync: the kernel has them when
-    the process dies, whatever kills it."""
+@pytest.mark.parametrize("sync", ["normal", "full"])
+def test_the_journal_survives_sigkill(tmp_path: Path, sync: str) -> None:
+    """With synchronous=NORMAL a commit is a write to the WAL without fsync: the kernel has it
+    when the process dies, whatever kills it (FULL adds the fsync for power loss)."""
     db = tmp_path / "spool.db"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db)], stdout=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db), sync], stdout=subprocess.PIPE)
     try:
         assert child.stdout is not None and child.stdout.readline() == b"ready\n"
     finally:

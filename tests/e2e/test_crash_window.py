@@ -101,7 +101,7 @@ def _stored(db: Path, measurement: str) -> list[dict[str, Any]]:
 def test_agent_sigkilled_at_random_every_run_the_target_saw_is_stored_or_counted(
     tmp_path: Path, mosquitto: Any
 ) -> None:
-    seed = int(os.environ.get("NETWATCH_CRASH_SEED", random.randrange(2**32)))
+    seed = int(os.environ.get("NETWATCH_CRASH_SEED") or random.randrange(2**32))
     print(f"crash-window seed: {seed} (rerun with NETWATCH_CRASH_SEED={seed})")
     rnd = random.Random(seed)
     rig = Rig(tmp_path, mosquitto.port, None)
