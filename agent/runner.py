@@ -53,7 +53,7 @@ class Agent:
         # Samples measured and not yet batched, with their journal ids: first what an earlier
         # process measured and never batched (cut into a batch at once, in run()).
         self._buffer: list[tuple[int, Sample]] = []
-        self.journal = Journal(self.spool, self.identity, self._buffer.extend)
+        self.journal = Journal(self.spool, {**cfg.agent.tags, **self.identity}, self._buffer.extend)
         self._buffer.extend(self.journal.recover())
         self.scheduler = Scheduler(
             cfg.probes,
