@@ -93,8 +93,12 @@ class Scheduler:
         """One collect of probe ``idx``, bounded by its timeout; failures become data."""
         return await self._collect(self.entries[idx], self.probes[idx])
 
-    async def _collect(self, entry: ProbeEntry, probe: Probe) -> list[Sample]:
+    async def _collect(
+        self, entry: ProbeEntry, probe: Probe, started: Callable[[], None] | None = None
+    ) -> list[Sample]:
         async with self._sem:
+            if started is not None:  # its turn under the concurrency limit: the run begins
+                started()
             t0 = time.perf_counter()
             try:
                 samples = await asyncio.wait_for(probe.collect(), entry.timeout_s)
@@ -172,14 +176,21 @@ class Scheduler:
         if rl is None:
             self._sink(await self._collect(entry, probe))
             return
-        run = rl.begin(entry.kind, entry.name, probe.target)
+        run: int | None = None
+
+        def started() -> None:
+            nonlocal run
+            run = rl.begin(entry.kind, entry.name, probe.target)
+
         try:
-            samples = await self._collect(entry, probe)
+            samples = await self._collect(entry, probe, started)
         except BaseException:  # cancelled (probe stopped or changed): the run never finishes
-            rl.interrupted(run)
+            if run is not None:
+                rl.interrupted(run)
             raise
         self._sink(samples)
-        rl.end(run)
+        if run is not None:
+            rl.end(run)
 
     async def _listen(self, entry: ProbeEntry, listener: Listener, stop: asyncio.Event) -> None:
         def emit(samples: list[Sample]) -> None:
