@@ -2,7 +2,7 @@
 # Installs what netwatch needs on Debian 12, only what is missing: Debian packages, then a venv
 # with netwatch installed in it. Sourced by configs/demo/start.sh and tests/run.sh.
 #   NETWATCH_EXTRAS   pip extras to install (default: collector)
-#   NETWATCH_APT      extra "binary:package" pairs to make sure of (default: none)
+#   NETWATCH_APT      extra "file:package" pairs (a command on PATH or a path that exists) to make sure of
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
@@ -15,7 +15,7 @@ missing=()
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 for pair in ${NETWATCH_APT:-}; do
   bin=${pair%%:*}; pkg=${pair#*:}
-  command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ] || missing+=("$pkg")
+  command -v "$bin" >/dev/null 2>&1 || [ -e "$bin" ] || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"

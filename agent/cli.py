@@ -11,18 +11,13 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from agent import __version__
-from agent import config as agent_config
 from agent.messages import LangOpt, Msg, t
-from probes import registry
-from probes.base import Probe
-from probes.configfile import ConfigError, problems_from
-from probes.model import Sample, status_sample
 from probes.output import (
     EXIT_OK,
     EXIT_PROBLEM,
@@ -36,9 +31,49 @@ from probes.output import (
     status_counts,
 )
 
+if TYPE_CHECKING:  # imported where used: `run` never pays for the one-shot tools, nor they for each other
+    from agent import config as agent_config
+    from probes.model import Sample
+
 EXIT_TARGET_DOWN, EXIT_CONFIG = EXIT_PROBLEM, EXIT_USAGE
 
+#: Sub-command groups in their own modules: name -> (module with a Typer ``app``, help). Imported only
+#: when that group runs or help lists it, so `run` never loads pymodbus, the SNMP tools or their tables.
+GROUPS: dict[str, tuple[str, str]] = {
+    "modbus": ("agent.cli_modbus", "Modbus: read registers with a map or by hand, scan a bus for unit ids."),
+    "snmp": ("agent.cli_snmp", "SNMP: get, walk, poll a device with its profile, listen for traps."),
+}
+
+
+def _load_group(name: str) -> Any:  # a click command (typer vendors its own click)
+    import importlib
+
+    module, help_text = GROUPS[name]
+    sub: typer.Typer = importlib.import_module(module).app
+    if name == "snmp":
+        from agent.cli_snmp_traps import traps
+
+        if not any(c.name == "traps" for c in sub.registered_commands):
+            sub.command("traps")(traps)
+    cmd = typer.main.get_command(sub)
+    cmd.name, cmd.help = name, help_text
+    return cmd
+
+
+class _LazyGroups(TyperGroup):
+    """The top-level command group, loading the groups in GROUPS on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in GROUPS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in GROUPS and cmd_name not in self.commands:
+            self.commands[cmd_name] = _load_group(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=_LazyGroups,
     add_completion=False,
     no_args_is_help=True,
     help="netwatch agent: probes links, switches and room sensors at a site and ships the results to the centre.",
@@ -60,6 +95,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _load(path: Path) -> agent_config.AgentConfig:
+    from agent import config as agent_config
+    from probes.configfile import ConfigError
+
     try:
         return agent_config.load(path)
     except ConfigError as e:
@@ -240,6 +278,13 @@ def status(config: ConfigOpt, json: JsonOpt = False, lang: LangOpt = None) -> No
 
 
 def _one_shot(kind: str, raw: dict[str, Any], name: str, timeout_s: float, as_json: bool) -> None:
+    from pydantic import ValidationError
+
+    from probes import registry
+    from probes.base import Probe
+    from probes.configfile import problems_from
+    from probes.model import status_sample
+
     cls = registry.get(kind)
     if not issubclass(cls, Probe):
         raise typer.Exit(EXIT_CONFIG)  # a listener has no one-shot form
@@ -362,15 +407,6 @@ def version() -> None:
     typer.echo(f"netwatch-agent {__version__}")
 
 
-# Technician sub-commands of the other probe kinds, each in its own file.
-from agent.cli_modbus import app as modbus_app  # noqa: E402 - after app is defined
-
-app.add_typer(modbus_app, name="modbus", help="Modbus: read registers with a map or by hand, scan a bus for unit ids.")
-from agent.cli_snmp import app as snmp_app  # noqa: E402
-from agent.cli_snmp_traps import traps as snmp_traps  # noqa: E402
-
-snmp_app.command("traps")(snmp_traps)
-app.add_typer(snmp_app, name="snmp", help="SNMP: get, walk, poll a device with its profile, listen for traps.")
 from agent.cli_diag import diag  # noqa: E402 - field kit: imports what it needs when it runs
 from agent.cli_discover import discover  # noqa: E402
 

@@ -11,12 +11,11 @@ import sqlite3
 import time
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
 from agent.config import AgentConfig
-from agent.control import AgentControl, startup_config
 from agent.journal import Journal
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
@@ -25,6 +24,9 @@ from probes.files import private_file
 from probes.model import EVENT, Sample
 from protocol import envelope
 from protocol.status import HEALTH_MEASUREMENT
+
+if TYPE_CHECKING:
+    from agent.control import AgentControl
 
 log = logging.getLogger("netwatch.agent")
 
@@ -40,7 +42,10 @@ def config_version(cfg: AgentConfig) -> str:
 class Agent:
     def __init__(self, cfg: AgentConfig, *, tee: Path | None = None) -> None:
         # the node's file, plus the last good config the centre pushed (when control is on)
-        cfg = startup_config(cfg)
+        if cfg.control is not None:  # control verifies ed25519 signatures: cryptography only when it is on
+            from agent.control import startup_config
+
+            cfg = startup_config(cfg)
         self.cfg = cfg
         # --tee: every sample spooled, as JSON lines; what the agent vouches it handed on.
         self._tee: BinaryIO | None = open(private_file(tee, sqlite=False), "ab") if tee is not None else None  # noqa: SIM115
@@ -68,6 +73,8 @@ class Agent:
         self.samples_spooled = 0
         self.control: AgentControl | None = None
         if cfg.control is not None:
+            from agent.control import AgentControl
+
             self.control = AgentControl(cfg, self._apply, self.publisher.publish_result, self._control_status)
             self.publisher.on_control = self._on_control
             self._control_status(publish=False)
@@ -118,15 +125,18 @@ class Agent:
             release = max(ids[i : i + limit]) if ids else 0
             if self._tee is not None:
                 # Written before the spool commits, with the batch's number: if the agent dies in
-                # between, the next batch reuses the number and supersedes these lines.
+                # between, the next batch reuses the number and supersedes these lines. A batch
+                # the disk refused is counted dropped and its number used again by the next one,
+                # so the record keeps everything measured (stored or counted as dropped).
                 seq = self.spool.next_seq
                 self._tee.write(b"".join(orjson.dumps({**x.to_dict(), "seq": seq}) + b"\n" for x in batch))
                 self._tee.flush()
                 os.fsync(self._tee.fileno())
-            self.spool.put(
+            spooled = self.spool.put(
                 partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic, release_upto=release
             )
-            self.samples_spooled += len(batch)
+            if spooled is not None:
+                self.samples_spooled += len(batch)
 
     def flush(self) -> None:
         """Cut what is buffered into batches and put them in the spool."""
@@ -153,6 +163,8 @@ class Agent:
             "spool_oldest_s": round(st.oldest_age_s(), 3),
             "dropped_batches": st.dropped_batches,
             "dropped_samples": st.dropped_samples,
+            # batches the disk refused (full, I/O error) since start; they are in dropped_* too
+            "spool_write_errors": self.spool.write_errors,
             "published_batches": p.published,
             "acked_batches": p.acked,
             "connected": p.connected,

@@ -3,6 +3,8 @@ only when the broker acknowledges it. Also the source of the monotonic batch seq
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 from probes.files import private_file
+
+log = logging.getLogger("netwatch.agent.spool")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -79,6 +83,18 @@ class Spool:
         self._bytes = int(row[0])
         self._last_seq = max(int(row[1]), self._meta("last_seq"))
         self.journal_sync = journal_sync
+        # Batches that could not be written (disk full, I/O error): counted here until a write
+        # succeeds again, then added to the dropped counters in the spool in that same commit.
+        self._unsaved_batches = 0
+        self._unsaved_samples = 0
+        #: every batch refused by the disk since start (the self-metric ``spool_write_errors``)
+        self.write_errors = 0
+        self._failing = False
+        # Acknowledged batches whose removal the disk refused: removed on the next ack, not resent.
+        self._ack_retry: list[int] = []
+        # Journal samples a refused batch held: released with the next write that succeeds, when its
+        # drop is counted, so a sample is never both counted dropped and recovered from the journal.
+        self._release_pending = 0
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -103,28 +119,75 @@ class Spool:
         created_ns: int | None = None,
         topic: str = "metrics",
         release_upto: int = 0,
-    ) -> int:
-        """Give the batch the next sequence number, encode it with that number and store it;
-        in the same transaction, remove journal samples up to id ``release_upto`` (the batch
-        holds them now)."""
+    ) -> int | None:
+        """Give the batch the next sequence number, encode it with that number and store it; in
+        the same transaction, remove journal samples up to id ``release_upto`` (the batch holds them).
+
+        Returns the number, or None when the disk refused the write (full, or an I/O error): the
+        batch is then dropped and counted (``dropped_batches``/``dropped_samples``, kept in memory
+        until the next write succeeds and made durable with it) and its number is used again."""
         seq = self._last_seq + 1
         payload = encode(seq)
         now = created_ns if created_ns is not None else time.time_ns()
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT INTO batches(seq, created_ns, samples, size, payload, topic) VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, now, samples, len(payload), payload, topic),
-            )
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES ('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (seq,),
-            )
-            if release_upto:
-                self._db.execute("DELETE FROM measured WHERE id <= ?", (release_upto,))
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT INTO batches(seq, created_ns, samples, size, payload, topic) VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, now, samples, len(payload), payload, topic),
+                )
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('last_seq', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (seq,),
+                )
+                if release_upto:
+                    self._db.execute("DELETE FROM measured WHERE id <= ?", (release_upto,))
+                self._save_unsaved()
+        except sqlite3.Error as e:
+            self._write_failed(e, samples)
+            self._release_pending = max(self._release_pending, release_upto)
+            return None
+        self._recovered()
         self._last_seq = seq
         self._bytes += len(payload)
         return seq
+
+    def _save_unsaved(self) -> None:
+        """Inside a write transaction: add the drops only counted in memory to the spool's counters."""
+        if self._unsaved_batches:
+            self._bump("dropped_batches", self._unsaved_batches)
+            self._bump("dropped_samples", self._unsaved_samples)
+        if self._release_pending:
+            self._db.execute("DELETE FROM measured WHERE id <= ?", (self._release_pending,))
+
+    def _write_failed(self, err: sqlite3.Error, samples: int) -> None:
+        self._rollback()
+        self._unsaved_batches += 1
+        self._unsaved_samples += samples
+        self.write_errors += 1
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write to the spool %s (%s): new batches are dropped and counted as dropped_samples "
+                "until there is room again — free disk space / 缓存写入失败（磁盘已满？），新数据将被丢弃并计数",
+                self.path,
+                err,
+            )
+
+    def _recovered(self) -> None:
+        """A write committed: the in-memory drops went with it."""
+        self._unsaved_batches = self._unsaved_samples = 0
+        self._release_pending = 0
+        if self._failing:
+            self._failing = False
+            log.warning("the spool %s is writable again / 缓存已恢复写入", self.path)
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (SQLITE_FULL does); make sure no transaction is left open.
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def pending(
         self, limit: int, *, exclude: Iterable[int] = (), newest_first: bool = False
@@ -132,6 +195,7 @@ class Spool:
         """Unacknowledged batches as (seq, topic, payload), oldest first (or newest first),
         skipping ``exclude``."""
         skip = set(exclude)
+        skip.update(self._ack_retry)
         order = "DESC" if newest_first else "ASC"
         out: list[tuple[int, str, bytes]] = []
         cur = self._db.execute(f"SELECT seq, topic, payload FROM batches ORDER BY seq {order}")
@@ -145,60 +209,80 @@ class Spool:
         return out
 
     def ack(self, seqs: Iterable[int]) -> int:
-        """Remove batches the broker has acknowledged; returns how many were removed."""
-        seqs = list(seqs)
+        """Remove batches the broker has acknowledged; returns how many were removed. If the
+        disk refuses the delete, they are kept aside (never resent) and removed with the next ack."""
+        seqs = self._ack_retry + list(seqs)
         if not seqs:
             return 0
-        removed = samples = 0
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            for seq in seqs:
-                row = self._db.execute("DELETE FROM batches WHERE seq = ? RETURNING size, samples", (seq,)).fetchone()
-                if row:
-                    removed += 1
-                    samples += int(row[1])
-                    self._bytes -= int(row[0])
-            if removed:
-                self._bump("acked_batches", removed)
-                self._bump("acked_samples", samples)
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('last_acked_seq', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    (max(seqs),),
-                )
-                self._db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('last_acked_ns', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (time.time_ns(),),
-                )
+        removed = samples = freed = 0
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                for seq in seqs:
+                    row = self._db.execute(
+                        "DELETE FROM batches WHERE seq = ? RETURNING size, samples", (seq,)
+                    ).fetchone()
+                    if row:
+                        removed += 1
+                        samples += int(row[1])
+                        freed += int(row[0])
+                if removed:
+                    self._bump("acked_batches", removed)
+                    self._bump("acked_samples", samples)
+                    self._db.execute(
+                        "INSERT INTO meta(key, value) VALUES ('last_acked_seq', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                        (max(seqs),),
+                    )
+                    self._db.execute(
+                        "INSERT INTO meta(key, value) VALUES ('last_acked_ns', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (time.time_ns(),),
+                    )
+                self._save_unsaved()
+        except sqlite3.Error as e:
+            self._rollback()
+            self._ack_retry = seqs
+            log.debug("spool: removing acknowledged batches failed (%s); retried with the next ack", e)
+            return 0
+        self._ack_retry = []
+        self._recovered()
+        self._bytes -= freed
         return removed
 
     def enforce_caps(self, now_ns: int | None = None) -> tuple[int, int]:
         """Drop the oldest batches past the age or byte cap. Returns (batches, samples) dropped."""
         now = now_ns if now_ns is not None else time.time_ns()
-        dropped_b = dropped_s = 0
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            rows = self._db.execute(
-                "DELETE FROM batches WHERE created_ns < ? RETURNING size, samples", (now - self.max_age_ns,)
-            ).fetchall()
-            for size, n in rows:
-                self._bytes -= int(size)
-                dropped_b += 1
-                dropped_s += int(n)
-            while self._bytes > self.max_bytes:
-                row = self._db.execute(
-                    "DELETE FROM batches WHERE seq = (SELECT MIN(seq) FROM batches) RETURNING size, samples"
-                ).fetchone()
-                if row is None:
-                    self._bytes = 0
-                    break
-                self._bytes -= int(row[0])
-                dropped_b += 1
-                dropped_s += int(row[1])
-            if dropped_b:
-                self._bump("dropped_batches", dropped_b)
-                self._bump("dropped_samples", dropped_s)
+        dropped_b = dropped_s = freed = 0
+        emptied = False
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows = self._db.execute(
+                    "DELETE FROM batches WHERE created_ns < ? RETURNING size, samples", (now - self.max_age_ns,)
+                ).fetchall()
+                for size, n in rows:
+                    freed += int(size)
+                    dropped_b += 1
+                    dropped_s += int(n)
+                while self._bytes - freed > self.max_bytes:
+                    row = self._db.execute(
+                        "DELETE FROM batches WHERE seq = (SELECT MIN(seq) FROM batches) RETURNING size, samples"
+                    ).fetchone()
+                    if row is None:
+                        emptied = True
+                        break
+                    freed += int(row[0])
+                    dropped_b += 1
+                    dropped_s += int(row[1])
+                if dropped_b:
+                    self._bump("dropped_batches", dropped_b)
+                    self._bump("dropped_samples", dropped_s)
+        except sqlite3.Error as e:
+            self._rollback()
+            log.debug("spool: enforcing the caps failed (%s); tried again with the next batch", e)
+            return 0, 0
+        self._bytes = 0 if emptied else max(0, self._bytes - freed)
         return dropped_b, dropped_s
 
     def stats(self) -> SpoolStats:
@@ -208,8 +292,8 @@ class Spool:
             self._bytes,
             oldest,
             self._last_seq,
-            self._meta("dropped_batches"),
-            self._meta("dropped_samples"),
+            self._meta("dropped_batches") + self._unsaved_batches,
+            self._meta("dropped_samples") + self._unsaved_samples,
             self._meta("acked_batches"),
             self._meta("acked_samples"),
             self._meta("last_acked_seq"),

@@ -37,6 +37,10 @@ class Identity(StrictModel):
     self_metrics_interval: Duration = 30.0
     #: the city's time zone (IANA name): where the availability report's months begin and end
     timezone: str = "Asia/Shanghai"
+    #: free space kept in reserve on the data directory's (and the SQLite store's) filesystem:
+    #: below it the collector stops taking messages (they wait at the broker, unacknowledged) and
+    #: alerts (collector_disk_full); the reserve is what the alert and the counters are written with
+    min_free: ByteSize = 64 * 1024 * 1024
 
     @field_validator("timezone")
     @classmethod

@@ -204,17 +204,12 @@ class Ingest:
         in_group: set[tuple[str, int]] = set()
         for topic, payload in messages:
             try:
-                r = self.handle(topic, payload)
+                r = self.handle(topic, payload, in_group=in_group)
             except Exception as e:  # a bug in validation: this message is refused, the rest go on
                 self.counters.stage_error("ingest", e)
                 self._refuse("internal_error", "?", f"{type(e).__name__} on {topic[:200]}")
                 continue
             if isinstance(r, Accepted):
-                key = (r.topic.agent, r.envelope.seq)
-                if key in in_group:
-                    self._duplicate(r.topic.agent)
-                    continue
-                in_group.add(key)
                 out.accepted.append(r)
             elif isinstance(r, StatusUpdate):
                 out.statuses.append(r)
@@ -222,8 +217,13 @@ class Ingest:
                 out.results.append(r)
         return out
 
-    def handle(self, topic: str, payload: bytes) -> Accepted | StatusUpdate | CommandResult | None:
-        """Classify one message. Returns what to store or record, or None when refused/duplicate."""
+    def handle(
+        self, topic: str, payload: bytes, *, in_group: set[tuple[str, int]] | None = None
+    ) -> Accepted | StatusUpdate | CommandResult | None:
+        """Classify one message. Returns what to store or record, or None when refused/duplicate.
+
+        ``in_group``: the (agent, seq) of batches accepted earlier in the same group, which this
+        call adds to; a copy of one of them is a duplicate too."""
         self.counters.inc("received_messages")
         self.counters.inc("received_bytes", len(payload))
         t = self.topics.parse(topic)
@@ -256,6 +256,14 @@ class Ingest:
         except envelope.WireError as e:
             self._refuse(e.reason, t.agent, e.detail)
             return None
+        # A copy is counted as a duplicate and nothing else: its dropped samples and overridden
+        # tags were counted with the first copy (a redelivery must not count them again).
+        key = (t.agent, env.seq)
+        if self.seen(t.agent, env.seq) or (in_group is not None and key in in_group):
+            self._duplicate(t.agent)
+            return None
+        if in_group is not None:
+            in_group.add(key)
         if env.overridden:
             self._overridden[t.agent] += env.overridden
             self.counters.inc("identity_overridden", env.overridden)
@@ -269,9 +277,6 @@ class Ingest:
         for reason, n in env.dropped.items():
             self.counters.drop(reason, n)
             self._log_once(reason, t.agent, "dropped %d samples from %s: %s", n, t.agent, reason)
-        if self.seen(t.agent, env.seq):
-            self._duplicate(t.agent)
-            return None
         return Accepted(t, self._cap_series(t.agent, env))
 
     def _within_quota(self, agent: str, size: int) -> bool:

@@ -8,6 +8,7 @@ broker. A failure in one stage is counted in ``stats`` and never stops the other
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from collector.api import ApiServer, QueryUnsupported
 from collector.audit import AuditLog
 from collector.broker import EmbeddedBroker
 from collector.config import CollectorConfig
+from collector.diskspace import DiskGuard, is_disk_full
 from collector.ingest import Classified, Ingest, Quota
 from collector.inventory import Inventory
 from collector.latest import LatestValues
@@ -26,7 +28,7 @@ from collector.receive import Receiver
 from collector.registry import Registry
 from collector.state import StateDB, read_agents, read_unknown_agents
 from collector.stats import Counters
-from collector.storage.base import Sink
+from collector.storage.base import Sink, StorageError
 from collector.storage.buffered import BufferedSink
 from collector.storage.fanout import Store
 from probes.model import Sample
@@ -42,6 +44,8 @@ GATHER_IDLE_S = 0.005
 COUNTERS_EVERY_S = 5.0
 PRUNE_EVERY_S = 3600.0
 STOP_GRACE_S = 10.0
+#: how often free space is looked at again while the data directory is below collector.min_free
+DISK_RECHECK_S = 1.0
 SELF_MEASUREMENT = "netwatch_collector"
 #: refusals the default rules alert on, present in every self-sample (configs/rules/default.yaml)
 ALERTED_REFUSALS = ("over_quota", "unknown_agent")
@@ -118,7 +122,12 @@ class Collector:
             quota=Quota(float(lim.agent_bytes_per_s), lim.agent_messages_per_s, lim.quota_burst),
             known_series=self.state.load_series(),
         )
-        self.store = Store(build_sinks(cfg), self.counters, self._stopping)
+        disks = [cfg.data_dir] + ([cfg.sqlite_path.parent] if cfg.sqlite_path is not None else [])
+        self.disk = DiskGuard(disks, cfg.collector.min_free)
+        self._disk_low_logged = False
+        self._state_failing = False
+        self._last_self = 0.0
+        self.store = Store(build_sinks(cfg), self.counters, self._stopping, on_retry=self._store_retry)
         topo = self.registry.topology
         self.latest_values = LatestValues(accept_site=(lambda s: s in topo.sites) if topo is not None else None)
         self.inventory = Inventory(self.state, lambda agent: (self.registry.identity(agent) or {}).get("county", ""))
@@ -153,16 +162,17 @@ class Collector:
     def _process(self, msgs: list[mqtt.MQTTMessage]) -> bool:
         """Store and acknowledge ``msgs``. False only when stopping while a store is down (the
         messages stay unacknowledged and the broker redelivers them)."""
+        if not self._wait_for_room():
+            return False
         group = self.ingest.classify((m.topic, bytes(m.payload)) for m in msgs)
         samples = group.samples
         if not self.store.write(samples):
             return False
-        with self.state.transaction():
-            self.ingest.commit(group.accepted, seen_log=self.state)
-            try:
-                self.inventory.record(group.accepted, group.statuses, self.ingest.take_counts())
-            except Exception as e:
-                self.counters.stage_error("inventory", e)
+        if self.disk.store_full:
+            self.disk.store_full = False
+            self._emit_self_to_alerting()
+        if not self._record(group, self.ingest.take_counts()):
+            return False
         self._audit(group)
         try:
             self.latest_values.feed(samples)
@@ -176,6 +186,94 @@ class Collector:
             self.alerting.submit(samples)
         self.receiver.ack(msgs)
         return True
+
+    def _record(self, group: Classified, counts: dict[str, dict[str, int]]) -> bool:
+        """The stored group into state.db (the seen log, the inventory), retried while state.db
+        cannot be written (a full disk): the messages are acknowledged only after it. False when
+        stopping first (the broker redelivers them; the stores take the copies idempotently)."""
+        delay = 0.5
+        while True:
+            try:
+                with self.state.transaction():
+                    self.ingest.commit(group.accepted, seen_log=self.state)
+                    try:
+                        self.inventory.record(group.accepted, group.statuses, counts)
+                    except sqlite3.Error:
+                        raise  # the transaction is lost: the whole record is tried again
+                    except Exception as e:
+                        self.counters.stage_error("inventory", e)
+            except sqlite3.Error as e:
+                self.counters.stage_error("inventory", e)
+                if not self._state_failing:
+                    self._state_failing = True
+                    log.error(
+                        "cannot write state.db (%s): holding messages unacknowledged and retrying — "
+                        "free disk space in %s / 无法写入 state.db，消息暂不确认",
+                        e,
+                        self.cfg.data_dir,
+                    )
+                newly_full = is_disk_full(e) and not self.disk.store_full
+                if newly_full:
+                    self.disk.store_full = True
+                self._emit_self_to_alerting(every_interval=not newly_full)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 10.0)
+                continue
+            if self._state_failing:
+                self._state_failing = False
+                log.info("state.db is writable again")
+            return True
+
+    # -- a full disk -----------------------------------------------------------------------------
+    def _wait_for_room(self) -> bool:
+        """Wait while the data directory is below ``collector.min_free``: messages in hand (and
+        all behind them) stay unacknowledged at the broker. False when stopping first."""
+        free = self.disk.low()
+        if free is None:
+            return True
+        self.counters.inc("disk_full_episodes")
+        if not self._disk_low_logged:
+            self._disk_low_logged = True
+            log.error(
+                "data directory %s: %d bytes free, below collector.min_free (%d): taking no more messages "
+                "(they wait at the broker, unacknowledged) until there is room — free disk space / "
+                "数据目录磁盘空间不足，暂停接收（消息保留在代理服务器），请清理磁盘",
+                self.cfg.data_dir,
+                free,
+                self.disk.min_free,
+            )
+        self._emit_self_to_alerting()
+        while free is not None:
+            if self._stopping.wait(DISK_RECHECK_S):
+                return False
+            self._emit_self_to_alerting(every_interval=True)
+            free = self.disk.low()
+        self._disk_low_logged = False
+        log.warning(
+            "data directory %s has room again (%d bytes free): taking messages / 磁盘空间已恢复",
+            self.cfg.data_dir,
+            self.disk.free_bytes(),
+        )
+        self._emit_self_to_alerting()
+        return True
+
+    def _store_retry(self, sink: str, err: StorageError) -> None:
+        """The store stage waits on an unavailable sink: a full disk shows in the self-metrics."""
+        newly_full = is_disk_full(err) and not self.disk.store_full
+        if newly_full:
+            self.disk.store_full = True
+        self._emit_self_to_alerting(every_interval=not newly_full)
+
+    def _emit_self_to_alerting(self, *, every_interval: bool = False) -> None:
+        """While the pipeline is held up: the collector's health to alerting only (the store
+        cannot take it). With ``every_interval``, at most once per self_metrics_interval."""
+        now = time.monotonic()
+        if every_interval and now - self._last_self < self.cfg.collector.self_metrics_interval:
+            return
+        self._last_self = now
+        if self.alerting is not None:
+            self.alerting.submit([self.self_sample()])
 
     def _audit(self, group: Classified) -> None:
         """Into the audit log: what agents did with the centre's commands and configs."""
@@ -230,7 +328,7 @@ class Collector:
         return msgs
 
     def _writer_loop(self) -> None:
-        last_counters = last_self = 0.0
+        last_counters = 0.0
         last_prune = time.monotonic()
         stop_deadline: float | None = None
         while True:
@@ -249,9 +347,9 @@ class Collector:
             except Exception as e:  # state.db failing: these stay unacknowledged, redelivered on reconnect
                 self.counters.stage_error("inventory", e)
             now = time.monotonic()
-            if now - last_self >= self.cfg.collector.self_metrics_interval or self.receiver.session_news.is_set():
+            if now - self._last_self >= self.cfg.collector.self_metrics_interval or self.receiver.session_news.is_set():
                 self.receiver.session_news.clear()
-                last_self = now
+                self._last_self = now
                 self._emit_self()
             if now - last_counters >= COUNTERS_EVERY_S:
                 last_counters = now
@@ -308,6 +406,8 @@ class Collector:
             "availability_late_changes": self.state.transitions.late,
             **(self.alerting.stats() if self.alerting is not None else {}),
             "connected": self.receiver.connected.is_set(),
+            # the data directory below collector.min_free, or a write refused for lack of space
+            "disk_full": self.disk.full,
         }
 
     def agents(self) -> list[dict[str, Any]]:
@@ -364,6 +464,7 @@ class Collector:
             fields[f"rejected_{reason}"] = stats["rejected"].get(reason, 0)
         fields.setdefault("identity_overridden", 0)
         fields["mqtt_session_ok"] = self.receiver.session_ok
+        fields["data_free_bytes"] = self.disk.free_bytes()
         return Sample(SELF_MEASUREMENT, {"collector": self.cfg.collector.id}, fields, time.time_ns())
 
     def overview(self) -> list[Sample]:

@@ -276,11 +276,15 @@ class StateDB:
         self._db.execute("BEGIN")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error): then ROLLBACK
+            # would fail and hide the real error; a failed COMMIT may leave the transaction open.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
             self.transitions.forget()  # its cache may hold what was just rolled back
             raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

@@ -8,7 +8,9 @@ logs a password, a token or a hash, nor keeps a password or token in clear.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
 import sqlite3
 import threading
@@ -23,6 +25,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from probes.files import private_file
+
+log = logging.getLogger("netwatch.collector.users")
 
 # --- roles: one table ---------------------------------------------------------------------------
 
@@ -333,6 +337,7 @@ class UserDB:
         self._ph = password_hasher or hasher()
         self._dummy_hash: str | None = None
         self._lock = threading.Lock()
+        self._touch_failed = False
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -358,10 +363,27 @@ class UserDB:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk): a bare ROLLBACK would then
+                # hide the real error, and a failed COMMIT must not leave the transaction open.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+
+    def _touch(self, sql: str, args: tuple[object, ...]) -> None:
+        """Bookkeeping on a read (last used, last seen): best effort, so that a full disk does
+        not lock the operators out of the API just when they need it."""
+        try:
+            with self._tx() as db:
+                db.execute(sql, args)
+        except sqlite3.Error as e:
+            if not self._touch_failed:  # once, not per request
+                self._touch_failed = True
+                log.warning("users.db: cannot record when tokens and sessions were last used (%s)", e)
+            return
+        self._touch_failed = False
 
     def _now(self) -> int:
         return self._clock()
@@ -504,10 +526,10 @@ class UserDB:
             if disabled or now >= self._expiry(created, last_seen):
                 db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (h,))
                 return None
-            if touch:
-                db.execute("UPDATE sessions SET last_seen_ns = ? WHERE token_sha256 = ?", (now, h))
-            else:
+            if not touch:
                 now = last_seen
+        if touch:
+            self._touch("UPDATE sessions SET last_seen_ns = ? WHERE token_sha256 = ?", (now, h))
         return Session(token, user, role, created, self._expiry(created, now), bool(must))
 
     def logout(self, token: str) -> Event | None:
@@ -783,15 +805,15 @@ class UserDB:
         """Who a bearer token belongs to; ``None`` when unknown, expired or the user is disabled."""
         now = self._now()
         h = _sha256(secret)
-        with self._tx() as db:
-            r = db.execute(
+        with self._lock:
+            r = self._db.execute(
                 "SELECT t.user, u.role, t.name, t.expires_ns, u.disabled FROM api_tokens t"
                 " JOIN users u ON u.name = t.user WHERE t.token_sha256 = ?",
                 (h,),
             ).fetchone()
-            if r is None or r[4] or r[3] <= now:
-                return None
-            db.execute("UPDATE api_tokens SET last_used_ns = ? WHERE token_sha256 = ?", (now, h))
+        if r is None or r[4] or r[3] <= now:
+            return None
+        self._touch("UPDATE api_tokens SET last_used_ns = ? WHERE token_sha256 = ?", (now, h))
         return TokenUser(r[0], r[1], r[2], r[3])
 
     def tokens(self, user: str | None = None) -> list[ApiToken]:

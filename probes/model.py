@@ -72,6 +72,33 @@ class Sample:
         return cls(d["measurement"], dict(d["tags"]), dict(d["fields"]), int(d["time"]))
 
 
+def _fast_init() -> None:
+    """Sample stays frozen, but its ``__init__`` writes the slots through their descriptors instead
+    of the generated ``object.__setattr__`` call per field: a probe makes a Sample per point per
+    poll (20 for a 20-value meter), and this halves their cost (bench/modbus)."""
+    slots = [Sample.__dict__[name].__set__ for name in ("measurement", "tags", "fields", "time_ns")]
+    set_m, set_t, set_f, set_n = slots
+    clock = time.time_ns
+
+    def __init__(  # noqa: N807
+        self: Sample,
+        measurement: str,
+        tags: Mapping[str, str],
+        fields: Mapping[str, FieldValue],
+        time_ns: int | None = None,
+    ) -> None:
+        set_m(self, measurement)
+        set_t(self, tags)
+        set_f(self, fields)
+        set_n(self, clock() if time_ns is None else time_ns)
+
+    __init__.__qualname__ = "Sample.__init__"
+    setattr(Sample, "__init__", __init__)  # noqa: B010 - mypy keeps the dataclass signature
+
+
+_fast_init()
+
+
 def clean_fields(fields: Mapping[str, Any]) -> dict[str, FieldValue]:
     """Drop values no time-series store can hold (None, NaN, ±Inf, other types).
 

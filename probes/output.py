@@ -7,14 +7,15 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from probes.model import PROBE_STATUS, Sample
+
+if TYPE_CHECKING:  # rich is imported when something is shown to a person, not for JSON or a running agent
+    from rich.console import Console
+    from rich.table import Table
 
 HIDDEN_TAGS = {"site", "agent"}
 
@@ -24,6 +25,8 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
 
 def console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
 
 
@@ -41,6 +44,8 @@ def safe(value: object) -> str:
 def lit(value: object) -> str:
     """Outside text to put inside rich markup: made :func:`safe`, then markup-escaped, so ``[/x]``
     or ``[link=...]`` is printed as written instead of being parsed."""
+    from rich.markup import escape
+
     return escape(safe(value))
 
 
@@ -62,6 +67,8 @@ def _fmt(v: object) -> str:
 
 
 def samples_table(samples: Sequence[Sample], *, title: str | None = None, show_identity: bool = False) -> Table:
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False)
     table.add_column("time", no_wrap=True)
     table.add_column("measurement", style="cyan", overflow="fold")

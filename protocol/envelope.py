@@ -8,6 +8,7 @@ zlib-compressed when the codec byte says so. ``seq`` is the agent's monotonic ba
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import zlib
@@ -125,8 +126,20 @@ def _name_ok(s: object, limit: int) -> bool:
     return True
 
 
+#: floats this large may be integer literals orjson could not hold as ints (it reads integers
+#: outside [-2**63, 2**64) as floats): such a body is read again with exact integers
+_INT64_FLOAT = float(2**63)
+_RECHECK = "recheck"
+
+
 def _check_sample(
-    raw: object, lo_ns: int, hi_ns: int, identity: Mapping[str, str], overridden: list[int]
+    raw: object,
+    lo_ns: int,
+    hi_ns: int,
+    identity: Mapping[str, str],
+    overridden: list[int],
+    *,
+    huge_floats_ok: bool = False,
 ) -> Sample | str:
     """A valid Sample with the ``identity`` tags (agent, site, ...) set, or the reason it is not
     one. A sample whose own tags disagree with the identity counts in ``overridden[0]``."""
@@ -148,10 +161,8 @@ def _check_sample(
         elif v:  # an empty tag value means "no such tag"
             clean_tags[k] = v
             _name_ok(v, MAX_TAG_LEN)  # remember it
-    for k, v in identity.items():
-        if clean_tags.get(k, v) != v:
-            overridden[0] += 1
-            break
+    # counted only once the sample is kept: a refused one is counted under its refusal alone
+    overrides = any(clean_tags.get(k, v) != v for k, v in identity.items())
     clean_tags.update(identity)
     if type(fields) is not dict or not fields or len(fields) > MAX_FIELDS:
         return "bad_sample"
@@ -162,6 +173,8 @@ def _check_sample(
         if t is float:
             if not math.isfinite(v):
                 return "bad_sample"
+            if not huge_floats_ok and abs(v) >= _INT64_FLOAT and v.is_integer():
+                return _RECHECK  # orjson reads an integer beyond int64 as a float: look again
         elif t is int:
             if not INT64_MIN <= v <= INT64_MAX:
                 return "bad_sample"
@@ -174,6 +187,8 @@ def _check_sample(
         return "bad_sample"
     if not lo_ns <= ts <= hi_ns:
         return "bad_time"
+    if overrides:
+        overridden[0] += 1
     return Sample(measurement, clean_tags, fields, ts)
 
 
@@ -238,6 +253,30 @@ def decode(
     overridden = [0]
     for raw in samples:
         r = _check_sample(raw, lo, hi, stamp, overridden)
+        if r is _RECHECK:
+            # An integer field beyond int64 must be refused, not stored as a rounded float. The
+            # standard library keeps big integers exact: this (rare, slower) reading tells them
+            # from genuine large floats (which JSON writes with a fraction or an exponent).
+            return _decode_exact(body, agent, site, seq, sent, lo, hi, stamp)
+        if isinstance(r, str):
+            dropped[r] = dropped.get(r, 0) + 1
+        else:
+            good.append(r)
+    return Envelope(agent, stamp.get("site", site), seq, sent, good, dropped, overridden[0])
+
+
+def _decode_exact(
+    body: bytes, agent: str, site: str, seq: int, sent: int, lo: int, hi: int, stamp: Mapping[str, str]
+) -> Envelope:
+    """The samples of a body orjson already accepted, read again with exact integers."""
+    samples = json.loads(body)["samples"]
+    good: list[Sample] = []
+    dropped: dict[str, int] = {}
+    overridden = [0]
+    for raw in samples:
+        r = _check_sample(raw, lo, hi, stamp, overridden)
+        if r is _RECHECK:  # a genuine float this large: keep it as it is
+            r = _check_sample(raw, lo, hi, stamp, overridden, huge_floats_ok=True)
         if isinstance(r, str):
             dropped[r] = dropped.get(r, 0) + 1
         else:

@@ -7,7 +7,7 @@ export NETWATCH_EXTRAS=test
 export NETWATCH_APT="/usr/bin/ping:iputils-ping /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_passwd:mosquitto \
   /usr/bin/victoria-metrics:victoria-metrics /usr/sbin/snmpd:snmpd /usr/bin/snmptrap:snmp /usr/bin/snmpbulkwalk:snmp \
   /usr/bin/socat:socat /usr/bin/influxd:influxdb /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver \
-  /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk"
+  /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk /usr/bin/systemd-analyze:systemd /usr/sbin/ip:iproute2"
 # shellcheck source=../.ci/bootstrap.sh
 source "$ROOT/.ci/bootstrap.sh"
 cd "$ROOT"

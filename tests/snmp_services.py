@@ -10,6 +10,7 @@ hence the cut recordings and the index kept between runs (in ``$NETWATCH_TEST_CA
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import fcntl
 import hashlib
@@ -116,6 +117,28 @@ def prepare_recordings(names: Sequence[str], prefixes: Iterable[str], *, workers
         else:
             for job in todo:
                 _trim_one(job)
+    return rec
+
+
+def prepare_full_recordings(names: Sequence[str]) -> RecordingSet:
+    """Each recording whole, as plain .snmprec (snmpsim-data ships most as .bz2), under the cache:
+    every subtree the device answered, not only what the profiles read. Done once; snmpsim's index of
+    them is kept beside them like the cut ones'."""
+    version = metadata.version("snmpsim-data")
+    key = hashlib.sha256("\n".join(["full", version, *names]).encode()).hexdigest()[:16]
+    rec = RecordingSet(cache_root() / f"full-{key}", tuple(names))
+    with locked(rec.lock):
+        for name in names:
+            dst = rec.path(name)
+            if dst.exists():
+                continue
+            src = sim_snmp.recording_path(name)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+            opener = bz2.open if src.suffix == ".bz2" else open
+            with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            os.replace(tmp, dst)
     return rec
 
 

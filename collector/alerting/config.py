@@ -254,6 +254,11 @@ class AlertingConfig(StrictModel):
     startup_grace: Duration = 60.0
     #: the absent rule that says an agent is silent (the topology counts such agents as down)
     agent_rule: str = "agent_silent"
+    #: a sample arriving more than this behind the collector's clock is late (a backlog): what it
+    #: makes fire is not paged until live data confirms it (README, "Late data")
+    late_after: Duration = 60.0
+    #: a site's late episodes are summarised in one notice once no late data came from it this long
+    late_summary_wait: Duration = 30.0
     #: history older than this is pruned from alerts.db
     history_retention: Duration = 180 * 86400.0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from collector.alerting.rules import (
     Evaluator,
     Matcher,
     RuleFileWatcher,
+    SeriesState,
     Transition,
     fingerprint,
     render,
@@ -29,7 +31,40 @@ from probes.model import Sample
 log = logging.getLogger("netwatch.alerting")
 
 UNREACHABLE = "site_unreachable"
+#: the rule name of the one notice that summarises a site's late episodes after it reconnects
+LATE_SUMMARY = "while_unreachable"
 _LAST_SEEN_EVERY_S = 10.0
+#: cut-offs remembered (from alerts.db, across restarts) to tell whether a late episode fell in one
+_OUTAGE_MEMORY_S = 7 * 86400
+_SUMMARY_ITEMS = 10
+
+
+@dataclass(slots=True)
+class _Held:
+    """A firing made by late data, not yet confirmed by live data nor ended."""
+
+    rule: str
+    labels: Mapping[str, str]
+    at_ns: int
+    value: Any
+
+
+@dataclass(slots=True)
+class _Outage:
+    """A cut-off: ``root`` and every site below it unreachable from ``start_ns`` to ``end_ns``."""
+
+    root: str
+    sites: frozenset[str]
+    start_ns: int
+    end_ns: int | None = None
+
+
+@dataclass(slots=True)
+class _LateGroup:
+    """Late data from one cut-off site (or one site, when no cut-off covers it), since the last summary."""
+
+    last_ns: int  # the evaluator's clock when late data from it last arrived
+    episodes: list[AlertRow] = field(default_factory=list)
 
 
 class AlertEngine:
@@ -45,7 +80,7 @@ class AlertEngine:
         self.cfg = config
         self.started_ns = now_ns if now_ns is not None else time.time_ns()
         self.watcher = RuleFileWatcher(config.rules)
-        self.evaluator = Evaluator(self.watcher.rules)
+        self.evaluator = Evaluator(self.watcher.rules, late_after_s=config.late_after)
         # Samples arriving before the first tick (a backlog at start-up) are judged against this.
         self.evaluator.clock_ns = self.started_ns
         self.topology = Topology.load(config.topology) if config.topology else None
@@ -59,6 +94,12 @@ class AlertEngine:
         self._last_seen_saved = 0.0
         self._last_prune = 0.0
         self._uplinks_started = False
+        #: late firings awaiting live data or their end: (fingerprint, from a replay) -> what fired
+        self.held: dict[tuple[str, bool], _Held] = {}
+        self.outages: list[_Outage] = []
+        self._outages_of: dict[str, list[_Outage]] = {}  # site -> the outages covering it, oldest first
+        self.late_groups: dict[str, _LateGroup] = {}
+        self.late_episodes = 0
         self._restore()
         self.notifier = notifier
         #: told when the rule file changed (path, ok|refused, detail): the collector's audit log
@@ -82,6 +123,12 @@ class AlertEngine:
                 site = self.topology.sites.get(a.labels.get("site", ""))
                 if a.rule == UNREACHABLE and a.labels.get("reason") == "agents" and site is not None:
                     self.agents_offline.update(site.agents)
+        if self.topology is not None:
+            for a in self.store.outages(UNREACHABLE, self.started_ns - _OUTAGE_MEMORY_S * NS):
+                sid = a.labels.get("site", "")
+                if sid in self.topology.sites:
+                    below = frozenset((sid, *self.topology.below(sid)))
+                    self._add_outage(_Outage(sid, below, a.starts_ns, a.ends_ns))
         for rule_name, labels, last_ns in self.store.last_seen():
             rule = self.watcher.rules.by_name.get(rule_name)
             if rule is None:
@@ -95,6 +142,8 @@ class AlertEngine:
         absent = [r for r in ev.rules.rules if r.kind == "absent"]
         for s in samples:
             self._pending += ev.observe(s)
+            if ev.is_late(s.time_ns):
+                self._late_group(s.tags, None).last_ns = ev.clock_ns
             for r in absent:
                 if r.selects(s):
                     labels = r.series_labels(s.tags)
@@ -122,6 +171,7 @@ class AlertEngine:
                 self._apply(t, now_ns)
             self._start_uplinks(now_ns)
             self._topology(now_ns)
+            self._summarise_late(now_ns)
             self._notify(now_ns)
             self._housekeeping(now_ns)
 
@@ -136,6 +186,26 @@ class AlertEngine:
     # -- state -------------------------------------------------------------------------------
     def _apply(self, t: Transition, now_ns: int) -> None:
         rule = self.evaluator.rules.by_name.get(t.rule)
+        key = (t.fp, t.replay)
+        if t.handover:
+            moved = self.held.pop((t.fp, False), None)
+            if moved is not None:
+                self.held[key] = moved
+            return
+        if t.late and t.state == "firing":
+            live = self.active.get(t.fp)
+            if t.replay and live is not None and live.starts_ns <= t.at_ns:
+                return  # the backlog of an alert firing all along: no episode of its own
+            self.held[key] = _Held(t.rule, t.labels, t.at_ns, t.value)
+            return
+        held = self.held.pop(key, None) if t.state == "resolved" or t.replay else None
+        if held is not None:
+            note = "" if t.late else " (ended as live data resumed)"
+            self._episode(held, t.at_ns, note)
+            return
+        if t.replay:
+            return
+        self.held.pop(key, None)  # a late firing confirmed by live data: it fires now, from its start
         if t.state == "firing":
             if t.fp in self.active or rule is None:
                 return
@@ -204,6 +274,9 @@ class AlertEngine:
             if a.rule == UNREACHABLE and a.labels.get("site") not in cuts:
                 del self.active[fp]
                 self._close(a, now_ns, None, now_ns)
+                for o in self.outages:
+                    if o.root == a.labels.get("site") and o.end_ns is None:
+                        o.end_ns = now_ns
                 self._uplink(a.labels.get("site", ""), "up", now_ns)
         for sid, c in cuts.items():
             fp = fingerprint(UNREACHABLE, {"site": sid})
@@ -237,6 +310,149 @@ class AlertEngine:
         assert a is not None
         self.active[fp] = a
         self._uplink(c.site, "down", now_ns, c.reason)
+        horizon = now_ns - _OUTAGE_MEMORY_S * NS
+        if any(o.end_ns is not None and o.end_ns < horizon for o in self.outages):  # forget the old ones
+            kept, self.outages, self._outages_of = self.outages, [], {}
+            for o in kept:
+                if o.end_ns is None or o.end_ns >= horizon:
+                    self._add_outage(o)
+        self._add_outage(_Outage(c.site, frozenset((c.site, *c.below)), now_ns))
+
+    # -- late data: episodes of the past, recorded and summarised, never paged ----------------------
+    def _site(self, labels: Mapping[str, str]) -> str:
+        site = self.topology.site_of(labels) if self.topology is not None else None
+        return site or labels.get("site", "")
+
+    def _add_outage(self, o: _Outage) -> None:
+        self.outages.append(o)
+        for sid in o.sites:
+            self._outages_of.setdefault(sid, []).append(o)
+
+    def _outage(self, site: str, span: tuple[int, int] | None) -> _Outage | None:
+        """The newest cut-off covering ``site`` (overlapping ``span``, give or take ``late_after`` for
+        the time it took to notice the cut-off)."""
+        slack = int(self.cfg.late_after * NS)
+        for o in reversed(self._outages_of.get(site, ())):
+            if span is None or (o.start_ns - slack <= span[1] and (o.end_ns is None or span[0] <= o.end_ns + slack)):
+                return o
+        return None
+
+    def _late_group(self, labels: Mapping[str, str], span: tuple[int, int] | None) -> _LateGroup:
+        site = self._site(labels)
+        o = self._outage(site, span) or (self._outage(site, None) if span is not None else None)
+        key = o.root if o is not None else site
+        g = self.late_groups.get(key)
+        if g is None:
+            g = self.late_groups[key] = _LateGroup(self.evaluator.clock_ns)
+        return g
+
+    def _episode(self, h: _Held, end_ns: int, note: str) -> None:
+        """Record a condition that began and ended in the past: history only, summarised later.
+        Its value is the one it fired with (what the summary shows)."""
+        rule = self.evaluator.rules.by_name.get(h.rule)
+        if rule is None:
+            return
+        end_ns = max(end_ns, h.at_ns)
+        labels = {**h.labels, **rule.labels, "alertname": h.rule, "severity": rule.severity}
+        site = self._site(labels)
+        if self.topology is not None and site in self.topology.sites:
+            labels["site_path"] = self.topology.path(site)
+        o = self._outage(site, (h.at_ns, end_ns))
+        if o is not None:
+            labels["while_unreachable"] = o.root
+            where = f"while {o.root} was unreachable"
+        else:
+            labels["late"] = "true"
+            where = "reported late"
+        values: dict[str, Any] = {**labels, "value": h.value if h.value is not None else ""}
+        summary = (render(rule.summary.en, values), render(rule.summary.zh, values))
+        details = (f"{where}: {summary[0]}", f"{where}{note}; recorded late, not paged")
+        aid = self.store.record_episode(
+            fingerprint(h.rule, h.labels), h.rule, labels, rule.severity, summary, h.value, (h.at_ns, end_ns), details
+        )
+        a = self.store.get(aid)
+        assert a is not None
+        self._late_group(labels, (h.at_ns, end_ns)).episodes.append(a)
+        self.late_episodes += 1
+
+    def _summarise_late(self, now_ns: int) -> None:
+        """A site whose late data has stopped (and that is reachable): end its replays, then one
+        notice for all its episodes."""
+        wait = int(self.cfg.late_summary_wait * NS)
+        cut = {a.labels.get("site") for a in self.active.values() if a.rule == UNREACHABLE}
+        for key, g in list(self.late_groups.items()):
+            if self.evaluator.clock_ns - g.last_ns < wait or key in cut:
+                continue
+            mine = [k for k, rp in self.evaluator.replays.items() if self._group_key(rp.labels) == key]
+            for rule_name, fp, rp in self.evaluator.end_replays(mine):
+                h = self.held.pop((fp, True), None)
+                if h is not None and rp.phase == "firing":
+                    self._end_replay(h, rule_name, fp, rp)
+            del self.late_groups[key]
+            if g.episodes:
+                self._summary(key, g.episodes, now_ns)
+
+    def _group_key(self, labels: Mapping[str, str]) -> str:
+        site = self._site(labels)
+        o = self._outage(site, None)
+        return o.root if o is not None else site
+
+    def _end_replay(self, h: _Held, rule_name: str, fp: str, rp: SeriesState) -> None:
+        """The backlog ended with the condition still true: if live data fired the same alert since
+        it resumed, that alert started when the backlog says; else the episode ended by the time
+        live data resumed (its first sample after the hole)."""
+        live = self.evaluator.series.get((rule_name, fp))
+        resumed = live.resumed_ns if live is not None else 0
+        a = self.active.get(fp)
+        if a is not None and a.starts_ns >= resumed:
+            if h.at_ns < a.starts_ns:
+                self.store.event(
+                    a.id, h.at_ns, "start_corrected", f"began at this time (from late data), not at {a.starts_ns}"
+                )
+                self.store.set(a.id, starts_ns=h.at_ns)
+                a.starts_ns = h.at_ns
+            return
+        end = resumed if resumed > h.at_ns else rp.last_ns
+        self._episode(h, end, " (ended by the time live data resumed)")
+
+    def _summary(self, key: str, episodes: list[AlertRow], now_ns: int) -> None:
+        topo = self.topology
+        site = topo.sites.get(key) if topo is not None else None
+        names = (site.label("en"), site.label("zh")) if site is not None else (key, key)
+        unreachable = any("while_unreachable" in e.labels for e in episodes)
+        eps = sorted(episodes, key=lambda e: e.starts_ns)
+
+        shown = eps[:_SUMMARY_ITEMS]
+        en_items = "; ".join(f"{e.summary_en} from {_clock(e.starts_ns)} to {_clock(e.ends_ns or 0)}" for e in shown)
+        zh_items = "；".join(f"{e.summary_zh}，{_clock(e.starts_ns)} 至 {_clock(e.ends_ns or 0)}" for e in shown)
+        more = len(eps) - len(shown)
+        if more:
+            en_items += f"; and {more} more"
+            zh_items += f"；另有 {more} 条"
+        n = f"{len(eps)} alert{'s' if len(eps) != 1 else ''}"
+        if unreachable:
+            en = f"while {names[0]} was unreachable: {n} began and ended before it reconnected — {en_items}"
+            zh = f"{names[1]} 不可达期间：{len(eps)} 条告警在恢复连接前已开始并结束 — {zh_items}"
+        else:
+            en = f"reported late by {names[0]}: {n}, already over — {en_items}"
+            zh = f"{names[1]} 迟到的数据：{len(eps)} 条告警，均已结束 — {zh_items}"
+        severity = max((e.severity for e in eps), key=lambda x: SEVERITY_RANK.get(x, 0))
+        labels = {"alertname": LATE_SUMMARY, "site": key, "severity": severity}
+        if topo is not None and key in topo.sites:
+            labels["site_path"] = topo.path(key)
+        span_ns = (eps[0].starts_ns, max(e.ends_ns or e.starts_ns for e in eps))
+        fp = fingerprint(LATE_SUMMARY, {"site": key})
+        aid = self.store.record_episode(fp, LATE_SUMMARY, labels, severity, (en, zh), len(eps), span_ns, None)
+        a = self.store.get(aid)
+        assert a is not None
+        why = self._silenced(a, now_ns)
+        routes = self._routes(a)
+        if not why:
+            for route, channel in routes:
+                self.store.enqueue(a.id, "summary", channel, route.language, route.group_wait, now_ns)
+        sent = ",".join(ch for _, ch in routes) or "no route"
+        ids = ", ".join(f"#{e.id}" for e in eps)
+        self.store.event(a.id, now_ns, "summary", f"{en} [episodes {ids}; {'no notice: ' + why if why else sent}]")
 
     # -- what may be sent ----------------------------------------------------------------------
     def _silenced(self, a: AlertRow, now_ns: int) -> str | None:
@@ -313,8 +529,16 @@ class AlertEngine:
             "alerting_series": len(self.evaluator.series),
             # samples older than their series' newest: not evaluated as live (see Evaluator)
             "alerting_late_samples": self.evaluator.late_samples,
+            # ... of which older than the replay of their series had reached: not evaluated at all
+            "alerting_late_unordered": self.evaluator.late_unordered,
+            # conditions that began and ended in the past (late data): in the history, never paged
+            "alerting_late_episodes": self.late_episodes,
         }
 
     # -- for the CLI and tests ---------------------------------------------------------------
     def firing(self) -> list[AlertRow]:
         return sorted(self.active.values(), key=lambda a: a.id)
+
+
+def _clock(ns: int) -> str:
+    return datetime.fromtimestamp(ns / NS).astimezone().strftime("%m-%d %H:%M:%S")

@@ -43,7 +43,10 @@ _SEV = {
     "en": {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"},
     "zh": {"critical": "严重", "warning": "警告", "info": "提示"},
 }
-_KIND = {"en": {"resolved": "RESOLVED", "repeat": "STILL FIRING"}, "zh": {"resolved": "已恢复", "repeat": "持续告警"}}
+_KIND = {
+    "en": {"resolved": "RESOLVED", "repeat": "STILL FIRING", "summary": "RECORDED LATE"},
+    "zh": {"resolved": "已恢复", "repeat": "持续告警", "summary": "事后补记"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ def md_text(value: object) -> str:
 
 def line(a: AlertRow, kind: str, lang: str) -> str:
     tag = _KIND[lang].get(kind) or _SEV[lang].get(a.severity, a.severity)
-    mark = "✅" if kind == "resolved" else {"critical": "🔴", "warning": "🟠"}.get(a.severity, "🔵")
+    mark = {"resolved": "✅", "summary": "🕘"}.get(kind) or {"critical": "🔴", "warning": "🟠"}.get(a.severity, "🔵")
     ack = ""
     if a.acked_by and kind != "resolved":
         who = md_text(a.acked_by)
@@ -88,12 +91,15 @@ def compose(items: list[tuple[AlertRow, str]], lang: str) -> Message:
     if len(items) == 1:
         a, kind = items[0]
         return Message(line(a, kind, lang).replace("**", ""), line(a, kind, lang), 1)
-    firing = sum(k != "resolved" for _, k in items)
-    resolved = len(items) - firing
+    firing = sum(k not in ("resolved", "summary") for _, k in items)
+    resolved = sum(k == "resolved" for _, k in items)
+    late = len(items) - firing - resolved
     if lang == "zh":
-        title = f"netwatch：{len(items)} 条告警（{firing} 条告警中，{resolved} 条已恢复）"
+        tail = f"，{late} 条事后补记" if late else ""
+        title = f"netwatch：{len(items)} 条告警（{firing} 条告警中，{resolved} 条已恢复{tail}）"
     else:
-        title = f"netwatch: {len(items)} alerts ({firing} firing, {resolved} resolved)"
+        tail = f", {late} recorded late" if late else ""
+        title = f"netwatch: {len(items)} alerts ({firing} firing, {resolved} resolved{tail})"
     body = "\n".join([f"### {title}", *(f"- {line(a, k, lang)}" for a, k in items)])
     return Message(title, body, len(items))
 

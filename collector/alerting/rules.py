@@ -3,6 +3,7 @@ clock-free evaluation of one rule over one series — every function takes ``now
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import math
@@ -468,6 +469,12 @@ class Transition:
     state: Literal["firing", "resolved"]
     at_ns: int
     value: FieldValue | None
+    #: made by a sample that arrived more than ``late_after`` behind the evaluator's clock (a backlog)
+    late: bool = False
+    #: made by the replay of samples older than the series' newest (the past, for history only)
+    replay: bool = False
+    #: not a change: the live state's late firing now continues in the replay (a hole in the series)
+    handover: bool = False
 
 
 @dataclass(slots=True)
@@ -485,6 +492,10 @@ class SeriesState:
     prev: FieldValue | None = None  # state rules: the previous value
     changed_ns: int = 0  # state rules: when it last changed
     window: deque[tuple[int, float]] = field(default_factory=deque)  # rate rules
+    fired_ns: int = 0  # when the current firing began (sample time)
+    fired_late: bool = False  # ... and it was made by late data: not yet confirmed by live data
+    #: the time of the first sample after a hole longer than ``late_after`` in the series (data resuming)
+    resumed_ns: int = 0
 
 
 def _num(v: Any) -> float | None:
@@ -584,22 +595,39 @@ class Evaluator:
     samples. Between samples a series' clock runs on from its newest sample at the pace of the
     evaluator's clock (``tick``), behind it by the lag that sample arrived with — so live data
     follows real time, and a backlog an hour old is judged an hour ago: pending states it creates
-    are not promoted "now". A sample older than the series' newest (late data arriving after
-    live data) does not move the series' live state; it is counted in ``late_samples``.
+    are not promoted "now".
+
+    Late data, both arrival orders (README, "Late data"):
+
+    * A transition made by a sample that arrived more than ``late_after`` behind the evaluator's
+      clock is marked ``late``. A series whose firing was late and that is still firing when its
+      first sample within ``late_after`` arrives gets a second, live ``firing`` transition carrying
+      the original start: the condition was still true when live data resumed.
+    * A sample older than the series' newest (a backlog arriving after live data) does not move
+      the live state: it is counted in ``late_samples`` and fed, in arrival order, to a separate
+      *replay* state for that series, whose transitions are marked ``replay`` (and ``late``): the
+      past, for history only. A replay sample older than the replay's newest is counted in
+      ``late_unordered`` and ignored. ``end_replays`` hands the replays over and forgets them.
+
     Absent rules compare the newest sample with the evaluator's clock: silence is about now.
     """
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, *, late_after_s: float = 60.0) -> None:
         self.rules = rules
         self.series: dict[tuple[str, str], SeriesState] = {}  # (rule, fingerprint) -> state
+        #: (rule, fingerprint) -> the replay of samples older than the live state's newest
+        self.replays: dict[tuple[str, str], SeriesState] = {}
         #: the evaluator's clock: the newest time ``tick`` was given
         self.clock_ns = 0
+        self.late_after_ns = int(late_after_s * NS)
         self.late_samples = 0
+        self.late_unordered = 0
 
     def replace_rules(self, rules: RuleSet) -> None:
         """New rules: series of rules that still exist keep their state (a firing alert stays firing)."""
         self.rules = rules
         self.series = {k: v for k, v in self.series.items() if k[0] in rules.by_name}
+        self.replays = {k: v for k, v in self.replays.items() if k[0] in rules.by_name}
 
     def _state(self, rule: Rule, tags: Mapping[str, str]) -> tuple[str, SeriesState]:
         labels = rule.series_labels(tags)
@@ -609,6 +637,10 @@ class Evaluator:
             st = self.series[(rule.name, fp)] = SeriesState(labels)
         return fp, st
 
+    def is_late(self, time_ns: int) -> bool:
+        """A sample of this time arriving now is late (part of a backlog)."""
+        return self.clock_ns - time_ns > self.late_after_ns
+
     def observe(self, s: Sample) -> list[Transition]:
         out: list[Transition] = []
         for group in (self.rules.candidates(s.measurement), self.rules.any_measurement):
@@ -616,14 +648,77 @@ class Evaluator:
                 if not rule.selects(s):
                     continue
                 fp, st = self._state(rule, s.tags)
-                if rule.kind != "absent":
-                    if s.time_ns < st.last_ns:
-                        self.late_samples += 1
-                        continue
-                    st.lag_ns = max(0, self.clock_ns - s.time_ns)
+                if rule.kind == "absent":
+                    t = step(rule, st, fp, s.fields, s.time_ns)
+                    if t is not None:
+                        out.append(t)
+                    continue
+                if s.time_ns < st.last_ns:
+                    self.late_samples += 1
+                    t = self._replay(rule, fp, st, s)
+                    if t is not None:
+                        out.append(t)
+                    continue
+                if st.last_ns and s.time_ns - st.last_ns > self.late_after_ns:
+                    st = self._hole(rule, fp, st, s.time_ns, out)
+                st.lag_ns = max(0, self.clock_ns - s.time_ns)
+                late = st.lag_ns > self.late_after_ns
                 t = step(rule, st, fp, s.fields, s.time_ns)
                 if t is not None:
-                    out.append(t)
+                    out.append(self._mark(st, t, late))
+                if not late and st.phase == "firing" and st.fired_late:
+                    # a late firing confirmed by live data: it fires now, from its true start
+                    st.fired_late = False
+                    out.append(Transition(rule.name, fp, st.labels, "firing", st.fired_ns, st.value))
+        return out
+
+    def _hole(self, rule: Rule, fp: str, st: SeriesState, resumed_ns: int, out: list[Transition]) -> SeriesState:
+        """A sample after a hole in the series: the samples that belong in the hole may still come
+        (a backlog behind live data). If the state before the hole was made by late data (part
+        of a backlog came first), it is the past: it moves to the replay, which the rest of the
+        backlog continues — a late firing with it (``handover``) — and the live state starts
+        afresh from this sample."""
+        key = (rule.name, fp)
+        if key in self.replays or st.lag_ns <= self.late_after_ns:
+            # live data before the hole: a backlog filling it is replayed from scratch (and a
+            # series sampled less often than ``late_after`` keeps no copies)
+            st.resumed_ns = resumed_ns
+            return st
+        self.replays[key] = copy.deepcopy(st)
+        if st.phase == "firing" and st.fired_late:
+            out.append(Transition(rule.name, fp, st.labels, "firing", st.fired_ns, st.value, True, True, True))
+        fresh = self.series[key] = SeriesState(st.labels, last_ns=st.last_ns, resumed_ns=resumed_ns)
+        return fresh
+
+    @staticmethod
+    def _mark(st: SeriesState, t: Transition, late: bool) -> Transition:
+        if t.state == "firing":
+            st.fired_ns, st.fired_late = t.at_ns, late
+        if not late:
+            return t
+        return Transition(t.rule, t.fp, t.labels, t.state, t.at_ns, t.value, late=True)
+
+    def _replay(self, rule: Rule, fp: str, live: SeriesState, s: Sample) -> Transition | None:
+        rp = self.replays.get((rule.name, fp))
+        if rp is None:
+            rp = self.replays[(rule.name, fp)] = SeriesState(dict(live.labels))
+        if s.time_ns < rp.last_ns:
+            self.late_unordered += 1
+            return None
+        t = step(rule, rp, fp, s.fields, s.time_ns)
+        if t is None:
+            return None
+        if t.state == "firing":
+            rp.fired_ns = t.at_ns
+        return Transition(t.rule, t.fp, t.labels, t.state, t.at_ns, t.value, late=True, replay=True)
+
+    def end_replays(self, keys: Iterable[tuple[str, str]]) -> list[tuple[str, str, SeriesState]]:
+        """Forget these replays; returns (rule, fingerprint, replay state) of each that existed."""
+        out = []
+        for k in keys:
+            rp = self.replays.pop(k, None)
+            if rp is not None:
+                out.append((k[0], k[1], rp))
         return out
 
     def tick(self, now_ns: int) -> list[Transition]:
@@ -636,7 +731,7 @@ class Evaluator:
             clock = now_ns if rule.kind == "absent" else max(st.last_ns, now_ns - st.lag_ns)
             t = step(rule, st, fp, None, clock)
             if t is not None:
-                out.append(t)
+                out.append(t if rule.kind == "absent" else self._mark(st, t, st.lag_ns > self.late_after_ns))
         return out
 
     def restore(

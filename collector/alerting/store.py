@@ -165,6 +165,37 @@ class AlertStore:
         self.event(cur.lastrowid, at_ns, "firing", summary[0])
         return cur.lastrowid
 
+    def record_episode(
+        self,
+        fp: str,
+        rule: str,
+        labels: Mapping[str, str],
+        severity: str,
+        summary: tuple[str, str],
+        value: Any,
+        span: tuple[int, int],
+        details: tuple[str, str] | None,
+    ) -> int:
+        """An alert that began and ended in the past (late data): written resolved, with its
+        history events (``details``: firing, resolved) at its own start and end; never sent."""
+        cur = self.db.execute(
+            "INSERT INTO alerts (fp, rule, labels, severity, summary_en, summary_zh, value, state, starts_ns, ends_ns)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'resolved', ?, ?)",
+            (fp, rule, orjson.dumps(dict(labels)), severity, summary[0], summary[1], _v(value), *span),
+        )
+        assert cur.lastrowid is not None
+        if details is not None:
+            self.event(cur.lastrowid, span[0], "firing", details[0])
+            self.event(cur.lastrowid, span[1], "resolved", details[1])
+        return cur.lastrowid
+
+    def outages(self, rule: str, since_ns: int) -> list[AlertRow]:
+        """Alerts of ``rule`` (the cut-off alert) firing now or resolved after ``since_ns``."""
+        rows = self.db.execute(
+            "SELECT * FROM alerts WHERE rule=? AND (ends_ns IS NULL OR ends_ns >= ?) ORDER BY id", (rule, since_ns)
+        )
+        return [AlertRow.of(r) for r in rows]
+
     def resolve(self, alert_id: int, at_ns: int, value: Any, detail: str) -> None:
         self.db.execute(
             "UPDATE alerts SET state='resolved', ends_ns=?, value=COALESCE(?, value) WHERE id=?",

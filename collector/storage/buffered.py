@@ -115,10 +115,16 @@ class BufferedSink:
                 f"store {self.name} is down and its local spool {self.path} is full "
                 f"({used} bytes): messages stay unacknowledged at the broker"
             )
-        self._db.execute(
-            "INSERT INTO pending(created_ns, samples, size, payload) VALUES (?, ?, ?, ?)",
-            (time.time_ns(), len(samples), len(payload), payload),
-        )
+        try:
+            self._db.execute(
+                "INSERT INTO pending(created_ns, samples, size, payload) VALUES (?, ?, ?, ?)",
+                (time.time_ns(), len(samples), len(payload), payload),
+            )
+        except sqlite3.Error as e:  # a full disk: nothing was written, the message stays unacknowledged
+            raise StoreUnavailable(
+                f"store {self.name} is down and its local spool {self.path} cannot be written ({e}): "
+                "messages stay unacknowledged at the broker — free disk space"
+            ) from e
         self.spooled_samples += len(samples)
 
     def drain_once(self, max_rows: int = 20) -> int:
@@ -138,8 +144,14 @@ class BufferedSink:
                 # What the store kept is written; the refused ones would be refused forever.
                 self.rejected_samples += e.rejected or 0
                 log.error("store %s refused spooled samples: %s", self.name, e)
-            with self._lock:
-                self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+            try:
+                with self._lock:
+                    self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+            except sqlite3.Error as e:
+                # Stored but still spooled (a full disk refuses even the delete): written again
+                # next time, which the store takes as the same points.
+                log.warning("store %s: cannot remove a drained batch from %s (%s); retrying", self.name, self.path, e)
+                return sent
             sent += len(samples)
             self.drained_samples += len(samples)
         if rows:
@@ -154,8 +166,11 @@ class BufferedSink:
         while not self._closed.is_set():
             self._wake.wait(self.retry_s)
             self._wake.clear()
-            while not self._closed.is_set() and self.drain_once() > 0:
-                pass
+            try:
+                while not self._closed.is_set() and self.drain_once() > 0:
+                    pass
+            except Exception:  # the spool unreadable for a moment: the drainer must outlive it
+                log.exception("store %s: draining %s failed; retrying", self.name, self.path)
 
     def close(self) -> None:
         self._closed.set()

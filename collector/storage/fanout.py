@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from collector.stats import Counters
-from collector.storage.base import Sink, StoreRejected, StoreUnavailable
+from collector.storage.base import Sink, StorageError, StoreRejected, StoreUnavailable
 from probes.model import Sample
 
 log = logging.getLogger("netwatch.collector.store")
@@ -24,10 +24,19 @@ class Store:
     """Fan-out to ``sinks``. ``write`` returns True once every sink has the samples (stored or
     refused for good) and False only when ``stopping`` is set while a sink is still unavailable."""
 
-    def __init__(self, sinks: Sequence[Sink], counters: Counters, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        counters: Counters,
+        stopping: threading.Event,
+        *,
+        on_retry: Callable[[str, StorageError], None] | None = None,
+    ) -> None:
         self.sinks = list(sinks)
         self.counters = counters
         self.stopping = stopping
+        #: called (sink name, error) before each wait for an unavailable sink
+        self.on_retry = on_retry
         self._failing: set[str] = set()
 
     def write(self, samples: Sequence[Sample]) -> bool:
@@ -51,6 +60,8 @@ class Store:
                 if sink.name not in self._failing:
                     self._failing.add(sink.name)
                     log.error("store %s unavailable: %s — holding messages unacknowledged and retrying", sink.name, e)
+                if self.on_retry is not None:
+                    self.on_retry(sink.name, e)
                 wait = delay
                 if e.retry_after_s is not None:
                     wait = min(max(e.retry_after_s, 0.0), MAX_RETRY_AFTER_S)

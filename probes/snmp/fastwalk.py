@@ -12,6 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import cast
 
+from probes.snmp.adapt import Adaptive
 from probes.snmp.ber import (
     GET,
     GETBULK,
@@ -155,7 +156,15 @@ class BerTransport:
     """One v1/v2c agent through the shared socket: one request PDU out, its Response back."""
 
     def __init__(
-        self, host: str, port: int, community: str, *, version: str = "2c", timeout_s: float = 2.0, retries: int = 1
+        self,
+        host: str,
+        port: int,
+        community: str,
+        *,
+        version: str = "2c",
+        timeout_s: float = 2.0,
+        retries: int = 1,
+        adaptive: Adaptive | None = None,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"the fast path speaks SNMP v1 and v2c, not {version!r}")
@@ -164,6 +173,9 @@ class BerTransport:
         self.version = version
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
+        #: when set, each attempt waits its RTO (derived from the measured round trips) and reports
+        #: answers and timeouts to it; otherwise every attempt waits ``timeout_s``
+        self.adaptive = adaptive
         self._version = VERSIONS[version]
         self._community = community.encode()
         self._addr: tuple[str, int] | None = None
@@ -221,23 +233,32 @@ class BerTransport:
             shared.pending[rid] = pend
             try:
                 # The same message (and request id) on every retry: a late answer to an earlier try counts.
-                for _ in range(self.retries + 1):
+                adaptive = self.adaptive
+                waited = self.timeout_s
+                sent = loop.time()
+                for attempt in range(self.retries + 1):
                     fut: asyncio.Future[Message | None] = loop.create_future()
                     pend.future = fut
                     if shared.transport is None:
                         raise SnmpError(f"{self.where}: socket closed")
+                    epoch = adaptive.epoch if adaptive is not None else 0
+                    waited = adaptive.rto_s if adaptive is not None else self.timeout_s
                     shared.transport.sendto(data, self._addr)
-                    handle = loop.call_later(self.timeout_s, _expire, fut)
+                    handle = loop.call_later(waited, _expire, fut)
                     try:
                         reply = await fut
                     finally:
                         handle.cancel()
                     if reply is not None:
+                        if adaptive is not None:
+                            adaptive.answered(loop.time() - sent, retransmitted=attempt > 0)
                         return Response(reply.error_status, reply.error_index, reply.varbinds)
+                    if adaptive is not None:
+                        adaptive.timed_out(epoch, bulk_reps=max_repetitions if kind == "bulk" else 0)
             finally:
                 del shared.pending[rid]
         raise SnmpTimeout(
-            f"{self.where}: no response in {self.timeout_s:g} s after {retries_text(self.retries)} "
+            f"{self.where}: no response in {waited:.3g} s after {retries_text(self.retries)} "
             f"(SNMPv{self.version}) — check the address, that SNMP is enabled, the community and the device's SNMP ACL"
         )
 
@@ -263,6 +284,11 @@ class FastSession(Session):
         retries: int = 1,
         max_repetitions: int = 25,
         max_oids_per_get: int = 40,
+        adaptive: Adaptive | None = None,
     ) -> None:
-        transport = BerTransport(host, port, community, version=version, timeout_s=timeout_s, retries=retries)
-        super().__init__(transport, max_repetitions=max_repetitions, max_oids_per_get=max_oids_per_get)
+        transport = BerTransport(
+            host, port, community, version=version, timeout_s=timeout_s, retries=retries, adaptive=adaptive
+        )
+        super().__init__(
+            transport, max_repetitions=max_repetitions, max_oids_per_get=max_oids_per_get, adaptive=adaptive
+        )

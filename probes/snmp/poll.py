@@ -13,6 +13,7 @@ from typing import Any
 
 from probes.model import FieldValue, Sample, clean_fields, now_ns
 from probes.snmp import rates
+from probes.snmp.adapt import Adaptive, Gate
 from probes.snmp.config import SnmpConfig
 from probes.snmp.profile import (
     FieldSpec,
@@ -144,9 +145,18 @@ class Poller:
         *,
         clock: Callable[[], float] = time.monotonic,
         profiles: Mapping[str, Profile] | None = None,
+        adaptive: Adaptive | None = None,
     ) -> None:
         self.device = device
         self.cfg = cfg
+        #: how hard this device may be pushed, learnt across polls (the session reports to it)
+        self.adaptive = (
+            adaptive
+            if adaptive is not None
+            else Adaptive(
+                timeout_s=cfg.request_timeout, max_in_flight=cfg.max_in_flight, max_repetitions=cfg.max_repetitions
+            )
+        )
         self.clock = clock
         self.profiles = dict(profiles) if profiles is not None else builtin_profiles()
         self._readings: dict[tuple[Any, ...], _Reading] = {}
@@ -159,8 +169,14 @@ class Poller:
         anything that fails after that is a problem in the outcome (degraded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
-        time_ns = now_ns()
         names = self.cfg.profile_names()
+        try:
+            return await self._poll(session, deadline, names)
+        finally:
+            self.adaptive.poll_done()
+
+    async def _poll(self, session: SnmpSession, deadline: float, names: list[str] | None) -> PollOutcome:
+        time_ns = now_ns()
         all_profiles = list(self.profiles.values())
         first = FIRST_GET + ([o for o in detect_oids(all_profiles) if o not in FIRST_GET] if names is None else [])
         async with asyncio.timeout_at(deadline):
@@ -173,7 +189,7 @@ class Poller:
         uptime_vb = scalars.get(SYS_UPTIME)
         uptime = uptime_vb[2] if uptime_vb and isinstance(uptime_vb[2], int) else None
 
-        fetch = _Fetch(session, self.cfg, self.clock, deadline, scalars)
+        fetch = _Fetch(session, self.cfg, self.clock, deadline, scalars, self.adaptive)
         await fetch.run(_scalar_oids(chosen), _first_columns(chosen))
         # Then tags of tables with rows, and fallbacks: bounded by the longest list of sources.
         rounds = 1 + max(
@@ -239,7 +255,10 @@ class Poller:
         self, profile: str, number: int, table: TableSpec, fetch: _Fetch, time_ns: int, reboot: bool
     ) -> list[Sample]:
         out: list[Sample] = []
+        count = _row_count(table, fetch.scalars)
         for index in _row_indices(table, fetch.columns):
+            if count is not None and _row_number(index) > count:
+                continue
             fields: dict[str, Any] = {}
             kinds: dict[str, tuple[str, float]] = {}
             for name, spec in table.fields.items():
@@ -256,7 +275,8 @@ class Poller:
                 continue
             tags = {"device": self.device, **table.static_tags}
             if table.index_tag is not None:
-                tags[table.index_tag] = index
+                suffix = table.index_drop_suffix
+                tags[table.index_tag] = index.removesuffix(suffix) if suffix else index
             for name, spec in table.tags.items():
                 text = _tag_value(spec, index, fetch.columns)
                 if text:
@@ -317,6 +337,7 @@ class _Fetch:
         clock: Callable[[], float],
         deadline: float,
         scalars: dict[str, VarBind],
+        adaptive: Adaptive,
     ) -> None:
         self.session = session
         self.cfg = cfg
@@ -326,7 +347,9 @@ class _Fetch:
         self.columns: dict[str, Column] = {}
         self.failed: set[str] = set()
         self.problems: list[str] = []
-        self._sem = asyncio.Semaphore(cfg.max_in_flight)
+        self.adaptive = adaptive
+        # Walks at once: the device's current pacing (its configured max_in_flight until it backs off).
+        self._sem = Gate(adaptive.in_flight_now)
 
     async def run(self, scalar_oids: Iterable[str], columns: Iterable[str]) -> None:
         todo_scalars = [o for o in dict.fromkeys(scalar_oids) if o not in self.scalars]
@@ -346,9 +369,18 @@ class _Fetch:
             await asyncio.gather(*pending, return_exceptions=True)
             unfinished = sorted(jobs[t] for t in pending)
             self.failed.update(jobs[t].removeprefix("walk of ") for t in pending)
+            a = self.adaptive
+            if a.adapted and a.srtt is not None:
+                # Paced to a slow device: its round trip, not the GETBULK size, is what takes the time.
+                hint = (
+                    f"the device is slow (round trip {a.srtt:.2g} s, {a.in_flight} in flight, see adapted):"
+                    " raise the entry's timeout"
+                )
+            else:
+                hint = "raise the entry's timeout or lower max_repetitions"
             self.problems.append(
                 f"{len(unfinished)} requests unfinished when the poll's time ran out ({unfinished[0]}"
-                f"{', …' if len(unfinished) > 1 else ''}) — raise the entry's timeout or lower max_repetitions"
+                f"{', …' if len(unfinished) > 1 else ''}) — {hint}"
             )
         for task in done:
             exc = task.exception()
@@ -389,7 +421,7 @@ def _scalar_oids(profiles: Iterable[Profile]) -> list[str]:
         for spec in g.fields.values()
         for s in spec.all_sources
         if s.rows is None
-    ]
+    ] + [t.row_count for p in profiles for t in p.tables if t.row_count is not None]
 
 
 def _first_columns(profiles: Iterable[Profile]) -> list[str]:
@@ -402,6 +434,20 @@ def _first_columns(profiles: Iterable[Profile]) -> list[str]:
         for t in p.tables:
             out += [spec.all_sources[0].oid for spec in t.fields.values()]
     return out
+
+
+def _row_count(table: TableSpec, scalars: Mapping[str, VarBind]) -> int | None:
+    """How many rows the table's ``row_count`` scalar says it has (``None``: no such scalar, or
+    it did not answer a number — then every row counts)."""
+    vb = scalars.get(table.row_count) if table.row_count is not None else None
+    if vb is None or vb[1] in MISSING_TYPES or isinstance(vb[2], bool) or not isinstance(vb[2], int):
+        return None
+    return vb[2]
+
+
+def _row_number(index: str) -> int:
+    head = index.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _row_indices(table: TableSpec, columns: Mapping[str, Column]) -> list[str]:

@@ -10,7 +10,7 @@ import time
 from typing import ClassVar
 
 from probes.base import Probe
-from probes.model import Sample, Status, status_sample
+from probes.model import FieldValue, Sample, Status, status_sample
 from probes.snmp.config import SnmpConfig
 from probes.snmp.connect import open_session
 from probes.snmp.poll import Poller
@@ -31,6 +31,7 @@ class SnmpProbe(Probe):
         self._session: SnmpSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_status: Status | None = None
+        self._last_adapted = ""
 
     def describe(self) -> str:
         cfg = self.config
@@ -41,7 +42,7 @@ class SnmpProbe(Probe):
         if self._session is not None and self._loop is not loop:
             await self.aclose()  # a session belongs to the event loop it was opened on
         if self._session is None:
-            self._session = open_session(self.config)
+            self._session = open_session(self.config, self.poller.adaptive)
             self._loop = loop
         return self._session
 
@@ -74,10 +75,27 @@ class SnmpProbe(Probe):
             else:
                 status, error = "ok", ""
         self._log_change(status, error)
-        samples.append(
-            status_sample(self.kind, self.name, status, error=error, duration_ms=(time.perf_counter() - t0) * 1000.0)
-        )
+        st = status_sample(self.kind, self.name, status, error=error, duration_ms=(time.perf_counter() - t0) * 1000.0)
+        samples.append(Sample(st.measurement, st.tags, {**st.fields, **self._pacing_fields()}, st.time_ns))
         return samples
+
+    def _pacing_fields(self) -> dict[str, FieldValue]:
+        """How this device is being paced (see adapt.py): ``adapted`` says when and to what it
+        backed off from the configured settings (empty when it did not)."""
+        a = self.poller.adaptive
+        adapted = a.describe()
+        if adapted and adapted != self._last_adapted:
+            log.info("device %s: %s", self.name, adapted)
+        self._last_adapted = adapted
+        fields: dict[str, FieldValue] = {
+            "adapted": adapted,
+            "in_flight": a.in_flight,
+            "request_timeout_s": round(a.rto_s, 3),
+            "max_repetitions": a.max_repetitions,
+        }
+        if a.srtt is not None:
+            fields["rtt_ms"] = round(a.srtt * 1000.0, 3)
+        return fields
 
     def _log_change(self, status: Status, error: str) -> None:
         # The first failure and the recovery, not every poll.

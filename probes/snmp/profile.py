@@ -143,6 +143,12 @@ class TableSpec(StrictModel):
 
     measurement: Ident
     index_tag: Ident | None = Field(None, description="tag holding the row index")
+    #: A suffix some agents append to the row index (UPS-MIB lines answered as ``1.0``, ``2.0``):
+    #: dropped from the index tag, so line 1 is ``line="1"`` either way.
+    index_drop_suffix: str | None = Field(None, pattern=r"^(\.\d+)+$")
+    #: A scalar that counts the table's rows (UPS-MIB upsInputNumLines): rows numbered above it are
+    #: dropped — agents of single-phase UPSes fill lines 2 and 3 with zeros.
+    row_count: Oid | None = None
     static_tags: dict[Ident, str] = Field(default_factory=dict)
     tags: dict[Ident, FieldSpec] = Field(default_factory=dict)
     fields: dict[Ident, FieldSpec]
@@ -212,6 +218,8 @@ class Profile(StrictModel):
             for spec in group.fields.values():
                 out.update(s.oid for s in spec.all_sources)
         for table in self.tables:
+            if table.row_count is not None:
+                out.add(table.row_count)
             for spec in (*table.fields.values(), *table.tags.values()):
                 out.update(s.oid for s in spec.all_sources)
                 if spec.via is not None:

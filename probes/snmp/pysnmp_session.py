@@ -26,6 +26,7 @@ from probes.snmp.session import (
 )
 
 if TYPE_CHECKING:
+    from probes.snmp.adapt import Adaptive
     from probes.snmp.config import SnmpConfig
 
 # ------------------------------------------------------------------------ v3 protocols by name
@@ -190,9 +191,12 @@ class PysnmpTransport:
     on the loop's shared engine and socket; a slow device only holds its own requests. Credentials
     are read when the session first talks to the device, and never appear in ``repr`` or messages."""
 
-    def __init__(self, cfg: SnmpConfig) -> None:
+    def __init__(self, cfg: SnmpConfig, adaptive: Adaptive | None = None) -> None:
         self.cfg = cfg
         self.version = cfg.version
+        #: told of round trips and timeouts (pysnmp retransmits by itself with the configured
+        #: timeout, so here the pacing adapts requests in flight and rows, not the timeout)
+        self.adaptive = adaptive
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slot: _Engine | None = None
         self._key: Any = None
@@ -300,6 +304,9 @@ class PysnmpTransport:
         else:
             varbinds = [(rfc1902.ObjectName(oid), univ.Null("")) for oid in oids]
         context = self.cfg.context.encode()
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        epoch = self.adaptive.epoch if self.adaptive is not None else 0
         try:
             if kind == "set":
                 cmdgen.SetCommandGenerator().send_varbinds(engine, addr_name, None, context, varbinds, done)
@@ -318,9 +325,17 @@ class PysnmpTransport:
         try:
             err_ind, err_status, err_index, vbs = await asyncio.wait_for(fut, limit)
         except TimeoutError:
+            if self.adaptive is not None:
+                self.adaptive.timed_out(epoch, bulk_reps=max_repetitions if kind == "bulk" else 0)
             raise self._timeout() from None
         if err_ind:
-            raise self._indication(err_ind)
+            error = self._indication(err_ind)
+            if isinstance(error, SnmpTimeout) and self.adaptive is not None:
+                self.adaptive.timed_out(epoch, bulk_reps=max_repetitions if kind == "bulk" else 0)
+            raise error
+        if self.adaptive is not None:
+            rtt = loop.time() - sent  # longer than one timeout: pysnmp re-sent it (Karn: not measured)
+            self.adaptive.answered(rtt, retransmitted=rtt > self.cfg.request_timeout)
         return Response(err_status, err_index, [to_varbind(name, value) for name, value in vbs])
 
     def _timeout(self) -> SnmpTimeout:
@@ -367,8 +382,11 @@ class PysnmpTransport:
 class PysnmpSession(Session):
     """One device over pysnmp, any version; ``open_session`` uses it for v3."""
 
-    def __init__(self, cfg: SnmpConfig) -> None:
+    def __init__(self, cfg: SnmpConfig, adaptive: Adaptive | None = None) -> None:
         super().__init__(
-            PysnmpTransport(cfg), max_repetitions=cfg.max_repetitions, max_oids_per_get=cfg.max_oids_per_get
+            PysnmpTransport(cfg, adaptive),
+            max_repetitions=cfg.max_repetitions,
+            max_oids_per_get=cfg.max_oids_per_get,
+            adaptive=adaptive,
         )
         self.cfg = cfg

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from probes.snmp.adapt import Adaptive, Gate
+
 VarBind = tuple[str, str, object]
 """(OID dotted, no leading dot; type name; value).
 
@@ -142,10 +144,30 @@ class Session:
     """One device over a ``Transport``: the request logic of SNMP itself, the same whichever
     transport carries it."""
 
-    def __init__(self, transport: Transport, *, max_repetitions: int = 25, max_oids_per_get: int = 40) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        max_repetitions: int = 25,
+        max_oids_per_get: int = 40,
+        adaptive: Adaptive | None = None,
+    ) -> None:
         self.transport = transport
         self.max_repetitions = max(1, max_repetitions)
         self.max_oids_per_get = max(1, max_oids_per_get)
+        #: the device's pacing (shared with the transport, which measures the round trips); without
+        #: one, requests go out as configured
+        self.adaptive = adaptive
+        self._gate = Gate(adaptive.in_flight_now) if adaptive is not None else None
+
+    async def _request(
+        self, kind: PduKind, oids: Sequence[str], max_repetitions: int = 0, values: Sequence[TypedValue] = ()
+    ) -> Response:
+        """One request, waiting for a free slot when the device is paced to fewer in flight."""
+        if self._gate is None:
+            return await self.transport.request(kind, oids, max_repetitions, values)
+        async with self._gate:
+            return await self.transport.request(kind, oids, max_repetitions, values)
 
     def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
         return f"{type(self).__name__}({self.where}, v{self.version})"
@@ -175,7 +197,7 @@ class Session:
         return out
 
     async def _get_chunk(self, oids: list[str]) -> list[VarBind]:
-        status, index, vbs = await self.transport.request("get", oids)
+        status, index, vbs = await self._request("get", oids)
         if status == TOO_BIG and len(oids) > 1:
             half = len(oids) // 2  # the answer does not fit one packet: ask in halves
             return [*await self._get_chunk(oids[:half]), *await self._get_chunk(oids[half:])]
@@ -195,7 +217,7 @@ class Session:
         agent answered. An error-status (notWritable, wrongValue, noAccess...) raises SnmpError
         naming the OID."""
         oids = [parse_oid_text(oid) for oid, _, _ in varbinds]
-        status, index, vbs = await self.transport.request("set", oids, values=[(t, v) for _, t, v in varbinds])
+        status, index, vbs = await self._request("set", oids, values=[(t, v) for _, t, v in varbinds])
         if status:
             raise self._pdu_error("SET", status, index, oids)
         return vbs
@@ -206,8 +228,10 @@ class Session:
         base = ".".join(map(str, parse_oid(base_oid)))
         prefix = base + "."
         reps = max(1, max_repetitions or self.max_repetitions)
+        if self.adaptive is not None:  # what this device answered well so far
+            reps = min(reps, self.adaptive.max_repetitions)
         v1 = self.version == "1"
-        request = self.transport.request
+        request = self._request
         out: list[VarBind] = []
         append = out.append
         seen: set[str] = set()
@@ -218,6 +242,8 @@ class Session:
                 if v1 and status == NO_SUCH_NAME:
                     return out  # v1's way of saying "end of the MIB"
                 if status == TOO_BIG and reps > 1:
+                    if self.adaptive is not None:
+                        self.adaptive.too_big(reps)  # remembered for the next walks and polls
                     reps = max(1, reps // 2)
                     continue
                 raise self._pdu_error("GETNEXT" if v1 else "GETBULK", status, index, [last])

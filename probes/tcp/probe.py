@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 from probes.base import Probe
 from probes.model import Sample, Status, clean_fields, status_sample
 from probes.tcp.config import TcpConfig
-from probes.tls import client_context, describe_tls_error, peer_cert_days_left
+from probes.tls import describe_tls_error, peer_cert_days_left, shared_client_context
 
 MEASUREMENT = "tcp"
 Result = Literal["ok", "timeout", "refused", "mismatch", "error"]
@@ -41,7 +41,7 @@ class TcpProbe(Probe):
 
     def __init__(self, config: TcpConfig, *, name: str, timeout_s: float = 10.0) -> None:
         super().__init__(config, name=name, timeout_s=timeout_s)
-        self._ssl = client_context(verify=config.verify_tls) if config.tls else None
+        self._ssl = shared_client_context(verify=config.verify_tls) if config.tls else None
 
     async def collect(self) -> list[Sample]:
         cfg = self.config

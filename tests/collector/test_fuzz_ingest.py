@@ -1,8 +1,10 @@
 """Hostile input at the collector's door: whatever arrives on an agent topic is either accepted
 as valid Samples or refused with a counted reason — never an exception, never unbounded.
 
-Budget: NETWATCH_FUZZ_EXAMPLES examples per property (300 in CI). A longer run:
+Budget: NETWATCH_FUZZ_EXAMPLES examples per property (300 in CI), each within a 5 s deadline
+and a SIGALRM guard (tests/fuzzguard.py) against a hang. A longer run:
     NETWATCH_FUZZ_EXAMPLES=20000 bash tests/run.sh tests/collector/test_fuzz_ingest.py
+Schema-valid envelopes with hostile rows, and exact refusal counts: test_fuzz_schema.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import time
 import zlib
 
+from fuzzguard import hang_guard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +24,7 @@ from probes.model import Sample
 from protocol import envelope as wire
 
 EXAMPLES = int(os.environ.get("NETWATCH_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=EXAMPLES, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 ROOT = "netwatch/v1"
 NOW = time.time_ns()
 
@@ -37,7 +40,8 @@ def _ingest() -> Ingest:
 
 
 def _check(ing: Ingest, topic: str, payload: bytes) -> None:
-    r = ing.handle(topic, payload)  # must not raise
+    with hang_guard():
+        r = ing.handle(topic, payload)  # must not raise, nor hang
     if isinstance(r, Accepted):
         enc = LineEncoder(drop_string_fields=True)
         for s in r.envelope.samples:

@@ -204,3 +204,24 @@ def test_series_cap_holds_across_a_restart(tmp_path: Path) -> None:
     assert sorted(s.tags["id"] for s in r2.envelope.samples) == ["2", "3", "4"]
     assert again.counters.snapshot()["dropped_samples"] == {"series_cap": 4}
     assert series_key("m", {"id": "1", "agent": "a1", "site": "s"}) in known["a1"]  # the same in every process
+
+
+def test_a_copy_counts_as_a_duplicate_and_nothing_else() -> None:
+    """A redelivered batch (or the same one twice in a group) must not count its dropped samples
+    and overridden tags again: they were counted with the first copy."""
+    now = time.time_ns()
+    rows = [
+        Sample("m", {"agent": "liar"}, {"v": 1}, now),  # kept, identity overridden
+        Sample("m", {}, {"v": None}, now),  # type: ignore[dict-item]  # bad_sample
+    ]
+    payload = wire.encode("a1", "s", 5, rows)
+    ing = Ingest(ROOT, wire.Limits())
+    topic = f"{ROOT}/agents/a1/metrics"
+    group = ing.classify([(topic, payload), (topic, payload)])  # twice in one group
+    assert len(group.accepted) == 1
+    ing.commit(group.accepted)
+    assert ing.handle(topic, payload) is None  # redelivered later
+    snap = ing.counters.snapshot()
+    assert snap["duplicates"] == 2
+    assert snap["dropped_samples"] == {"bad_sample": 1}
+    assert snap["identity_overridden"] == 1

@@ -49,7 +49,10 @@ def test_broker_down_longer_than_inflight_then_back(tmp_path: Path, mosquitto: A
             rig.start_agent(aid)
         time.sleep(3)
         mosquitto.stop()
-        time.sleep(9)  # ~30 batches per agent pile up: more than the 20 allowed in flight
+        # More batches pile up than the 20 allowed in flight (~9 s at 300 ms; longer on a loaded machine).
+        deadline = time.monotonic() + 90
+        while read_stats(tmp_path / "t1-spool.db").depth <= 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert read_stats(tmp_path / "t1-spool.db").depth > 20
         mosquitto.start()
         time.sleep(4)

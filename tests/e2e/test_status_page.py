@@ -417,11 +417,15 @@ def test_status_page_in_a_browser(run: Run, browser: Any) -> None:
     versions = {a["id"]: a["version"] for a in run.col.get("/api/agents")}
     assert f"agent-a · v{versions['agent-a']}" in sites["county-a"]["text"]
     assert "agent-t2" in sites["t2"]["text"] and "尚未上报" in sites["t2"]["text"]
-    # the monthly report is linked
-    assert re.fullmatch(
-        r"/report\?month=\d{4}-\d{2}",
-        drv.find_element(By.CSS_SELECTOR, "a.report").get_attribute("href").removeprefix(run.url),
-    )
+    # the monthly report is linked, and the link opens it (the same session, the report's own CSP)
+    href = drv.find_element(By.CSS_SELECTOR, "a.report").get_attribute("href")
+    assert re.fullmatch(r"/report\?month=\d{4}-\d{2}", href.removeprefix(run.url))
+    drv.get(href)
+    wait_for("the report", lambda: "网络运行情况通报" in drv.title, 10, 0.1)
+    assert "Network availability report" in drv.title
+    screenshot(drv, "report-desktop-1366")
+    drv.get(run.url + "/")
+    wait_for("the page again", lambda: drv.find_elements(By.ID, "sites"), 10, 0.1)
 
     # -- the Chinese renders: the CJK font is there and nothing overflows at phone width
     fonts = rendering_fonts(drv, "#site-city .name")

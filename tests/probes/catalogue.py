@@ -56,10 +56,16 @@ def read_csv(path: Path) -> dict[tuple[str, str], Entry]:
 
 
 def load(kind: str) -> dict[tuple[str, str], Entry]:
-    """A probe's own catalogue plus the shared probe_status one."""
+    """A probe's own catalogue plus the shared probe_status one, plus the probe_status fields only
+    this probe adds (``<kind>/probe_status.csv``, e.g. SNMP's pacing), when it has any."""
     own = read_csv(PROBES_DIR / kind / "metrics.csv")
     assert all(m != PROBE_STATUS for m, _ in own), f"{kind}: catalogue probe_status in probe_status.csv only"
-    return {**own, **read_csv(PROBES_DIR / "probe_status.csv")}
+    shared = read_csv(PROBES_DIR / "probe_status.csv")
+    extra_path = PROBES_DIR / kind / "probe_status.csv"
+    extra = read_csv(extra_path) if extra_path.exists() else {}
+    assert all(m == PROBE_STATUS for m, _ in extra), f"{extra_path}: only probe_status rows belong here"
+    assert not set(extra) & set(shared), f"{extra_path}: repeats fields of probes/probe_status.csv"
+    return {**own, **shared, **extra}
 
 
 def assert_both_ways(kind: str, samples: Iterable[Sample]) -> None:

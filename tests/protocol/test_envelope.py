@@ -157,3 +157,41 @@ def test_any_valid_sample_round_trips(rows: list) -> None:
     env = wire.decode(wire.encode("a", "s", 5, samples), topic_agent="a", now_ns=NOW)
     assert env.dropped == {}
     assert [(s.measurement, dict(s.fields)) for s in env.samples] == [(s.measurement, dict(s.fields)) for s in samples]
+
+
+@pytest.mark.parametrize(
+    ("literal", "kept"),
+    [
+        ("-9223372036854775809", None),  # one below int64: orjson reads it as a float
+        ("18446744073709551616", None),  # 2**64: likewise
+        ("123456789012345678901234567890", None),
+        ("9223372036854775808", None),  # 2**63: an int to orjson, refused as before
+        ("1e19", 1e19),  # a genuine large float stays
+        ("-9.3e18", -9.3e18),
+    ],
+)
+def test_integers_beyond_int64_are_refused_not_rounded(literal: str, kept: float | None) -> None:
+    body = (
+        '{"agent":"a","site":"s","seq":1,"sent":1,"samples":'
+        f'[["m",{{}},{{"v":{literal}}},{NOW}],["m",{{"k":"2"}},{{"v":2}},{NOW}]]}}'
+    ).encode()
+    env = wire.decode(wire.MAGIC + bytes((1, 0)) + body, topic_agent="a")
+    if kept is None:
+        assert env.dropped == {"bad_sample": 1}
+        assert [dict(s.fields) for s in env.samples] == [{"v": 2}]
+    else:
+        assert env.dropped == {}
+        assert [dict(s.fields) for s in env.samples] == [{"v": kept}, {"v": 2}]
+        assert type(env.samples[0].fields["v"]) is float
+
+
+def test_a_refused_sample_is_not_also_counted_as_overriding_identity() -> None:
+    rows = [
+        Sample("m", {"agent": "liar"}, {"v": float("nan")}, NOW),  # bad_sample: counted there only
+        Sample("m", {"agent": "liar"}, {"v": 1}, NOW - 500 * 86400 * 10**9),  # bad_time: likewise
+        Sample("m", {"agent": "liar"}, {"v": 1}, NOW),  # kept, its agent tag replaced: counted
+    ]
+    env = wire.decode(wire.encode("a", "s", 1, rows), topic_agent="a")
+    assert env.dropped == {"bad_sample": 1, "bad_time": 1}
+    assert env.overridden == 1
+    assert env.samples[0].tags["agent"] == "a"

@@ -78,6 +78,12 @@ CASES: dict[str, tuple[Any, ...]] = {
         {"mqtt_session_ok": False},
         {"mqtt_session_ok": True},
     ),
+    "collector_disk_full": (
+        "netwatch_collector",
+        {"collector": "c"},
+        {"disk_full": True},
+        {"disk_full": False},
+    ),
     "agent_over_quota": (
         "netwatch_collector",
         {"collector": "c"},

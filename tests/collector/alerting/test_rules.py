@@ -226,7 +226,9 @@ def _room(v: float, t_ns: int) -> Sample:
 
 def test_backlog_arriving_after_live_data_does_not_fire_now() -> None:
     """The township reconnects: its live samples (fine) arrive first, then an hour-old backlog of
-    hot samples spanning twice the rule's `for`. Nothing may fire now."""
+    hot samples spanning twice the rule's `for`. Nothing may fire now: the backlog is replayed
+    on its own, and its firing (at the series' time, 5 minutes into the backlog) is marked as the
+    past, for the history."""
     r = rule(measurement="room_env", field="temperature_c", when="> 27", **{"for": "5m"})
     ev = Evaluator(RuleSet([r]))
     now = T0 + 3600 * NS
@@ -236,7 +238,7 @@ def test_backlog_arriving_after_live_data_does_not_fire_now() -> None:
     out = [t for s in backlog for t in ev.observe(s)]
     for i in range(1, 11):
         out += ev.tick(now + i * NS)
-    assert out == []
+    assert [(t.state, t.at_ns, t.late, t.replay) for t in out] == [("firing", T0 + 300 * NS, True, True)]
     assert ev.late_samples == len(backlog)
     # and the live series still works: hot from now on fires after 5 minutes of its own time
     fired = [t for i in range(1, 12) for t in ev.observe(_room(30.0, now + i * 30 * NS)) + ev.tick(now + i * 30 * NS)]

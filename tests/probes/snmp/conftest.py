@@ -18,6 +18,7 @@ if str(_HERE) not in sys.path:
 from services import ServiceMissing  # noqa: E402
 from snmp_expect import EXPECTATION_OIDS  # noqa: E402
 from snmp_peers import (  # noqa: E402
+    FULL,
     OWN,
     OWN_RECORDINGS,
     POLLED,
@@ -26,7 +27,15 @@ from snmp_peers import (  # noqa: E402
     poll_recordings,
     scenario_counter_steps,
 )
-from snmp_services import Snmpd, Snmpsim, free_udp_port, locked, prepare_recordings, write_if_changed  # noqa: E402
+from snmp_services import (  # noqa: E402
+    Snmpd,
+    Snmpsim,
+    free_udp_port,
+    locked,
+    prepare_full_recordings,
+    prepare_recordings,
+    write_if_changed,
+)
 
 from configs.demo import sim_snmp  # noqa: E402
 from probes.model import Sample  # noqa: E402
@@ -54,6 +63,35 @@ def snmpsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimAgent]:
 
 
 @pytest.fixture(scope="session")
+def snmpsim_full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimAgent]:
+    """A second snmpsim serving FULL recordings (about 570k lines: the first run indexes them in
+    about 40 s, later runs reuse the index kept in the cache)."""
+    rec = prepare_full_recordings(FULL)
+    with locked(rec.lock):
+        service = Snmpsim(
+            tmp_path_factory.mktemp("snmpsim-full"), free_udp_port(), rec.data_dir, rec.index_dir, "UPS/huawei-gse200m"
+        )
+        try:
+            service.start(timeout_s=300)
+            # snmpsim opens a recording's index at its first request (seconds for the big ones):
+            # that cold start is snmpsim's, not the device's, so it is out of the way before polls.
+            for name in FULL:
+                sim_snmp.wait_for_agent(service.port, name, timeout_s=60, proc=service.proc)
+        except ServiceMissing as e:
+            pytest.fail(str(e), pytrace=False)
+    try:
+        yield SimAgent(service, rec)
+    finally:
+        service.close()
+
+
+@pytest.fixture(scope="session")
+def polled_full(snmpsim_full: SimAgent) -> dict[str, list[Sample]]:
+    """One poll of each full recording, with the probe's default settings."""
+    return asyncio.run(poll_recordings(snmpsim_full.port, list(FULL), defaults=True))
+
+
+@pytest.fixture(scope="session")
 def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
     try:
         agent = Snmpd(tmp_path_factory.mktemp("snmpd"), free_udp_port(), V3_USERS)
@@ -69,6 +107,10 @@ def snmpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snmpd]:
 @pytest.fixture(scope="session")
 def polled_recordings(snmpsim: SimAgent) -> dict[str, list[Sample]]:
     """recording -> what one poll of it yielded (shared by the recordings and catalogue tests)."""
+    # snmpsim opens each recording's index at its first request: a stall of snmpsim's own that
+    # would make every device polled at that moment time out and back off. Out of the way first.
+    for name in POLLED:
+        sim_snmp.wait_for_agent(snmpsim.port, name, timeout_s=60, proc=snmpsim.service.proc)
     return asyncio.run(poll_recordings(snmpsim.port, POLLED))
 
 

@@ -5,7 +5,7 @@ scale or fallback in a profile shows up as a difference."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ RUIJIE_TEMP = "1.3.6.1.4.1.4881.1.1.10.2.1.1.23.1"  # .2 name .3 value .4 warn .
 UPS = "1.3.6.1.2.1.33.1"
 APC_PHASE_CURRENT = "1.3.6.1.4.1.318.1.1.26.6.3.1.5"
 APC_POWER, APC_ENERGY = "1.3.6.1.4.1.318.1.1.26.4.3.1.5", "1.3.6.1.4.1.318.1.1.26.4.3.1.9"
+APC_OUTLET = "1.3.6.1.4.1.318.1.1.26.9.4.3.1"  # .3 name .6 current (0.1 A) .7 power (W) .11 energy (0.1 kWh)
 
 #: Everything read here; the recordings served to the probe keep all of it.
 EXPECTATION_OIDS = {
@@ -73,10 +74,13 @@ EXPECTATION_OIDS = {
     RUIJIE_MEM,
     RUIJIE_TEMP,
     f"{UPS}.2",
+    f"{UPS}.3.2.0",
     f"{UPS}.3.3.1",
     f"{UPS}.4",
+    f"{UPS}.5",
     f"{UPS}.6.1",
     APC_PHASE_CURRENT,
+    APC_OUTLET,
     APC_POWER,
     APC_ENERGY,
 }
@@ -531,6 +535,57 @@ def expect_ups(rec: Recording, device: str) -> Expected:
     return {("ups_mib",): ({"device": device, "mib": "ups_mib"}, fields)}
 
 
+#: RFC 1628 line tables: (measurement, table entry, NumLines scalar, {field: (column, scale)}).
+UPS_LINES = (
+    ("ups_input", f"{UPS}.3.3.1", f"{UPS}.3.2.0",
+     {"frequency_hz": (2, 0.1), "voltage_v": (3, 1.0), "current_a": (4, 0.1), "power_w": (5, 1.0)}),
+    ("ups_output", f"{UPS}.4.4.1", f"{UPS}.4.3.0",
+     {"voltage_v": (2, 1.0), "current_a": (3, 0.1), "power_w": (4, 1.0), "load_pct": (5, 1.0)}),
+    ("ups_bypass", f"{UPS}.5.3.1", f"{UPS}.5.2.0",
+     {"voltage_v": (2, 1.0), "current_a": (3, 0.1), "power_w": (4, 1.0)}),
+)  # fmt: skip
+
+
+def _expect_lines(measurement: str) -> Callable[[Recording, str], Expected]:
+    """RFC 1628's input/output/bypass tables, one Sample per line (tag line = the instance without
+    a trailing .0), lines above upsXNumLines left out, -1 (unknown) left out."""
+    _, entry, num_lines, columns = next(t for t in UPS_LINES if t[0] == measurement)
+
+    def expect(rec: Recording, device: str) -> Expected:
+        if rec.number(f"{UPS}.2.1.0") is None:
+            return {}  # not a UPS-MIB agent: the profile is not chosen
+        count = rec.number(num_lines)
+        out: Expected = {}
+        for field_name, (col, scale) in columns.items():
+            for idx, v in rec.column(f"{entry}.{col}").items():
+                line = idx[:-2] if idx.endswith(".0") else idx
+                if isinstance(count, int) and int(line.split(".")[0]) > count:
+                    continue
+                n = v.number()
+                if n is None or n == -1:
+                    continue
+                tags = {"device": device, "mib": "ups_mib", "line": line}
+                out.setdefault(("ups_mib", line), (tags, {}))[1][field_name] = _f(n, scale)
+        return out
+
+    return expect
+
+
+def expect_pdu_outlets(rec: Recording, device: str) -> Expected:
+    if vendor(rec) != "apc":
+        return {}
+    out: Expected = {}
+    names = rec.column(f"{APC_OUTLET}.3")
+    for field_name, col, scale in (("current_a", 6, 0.1), ("power_w", 7, 1.0), ("energy_kwh", 11, 0.1)):
+        for idx, v in rec.column(f"{APC_OUTLET}.{col}").items():
+            n = v.number()
+            if n is None or n == -1:
+                continue
+            tags = _named({"device": device, "mib": "apc_rpdu2", "outlet": idx}, "name", _text(names, idx))
+            out.setdefault(("apc_rpdu2", idx), (tags, {}))[1][field_name] = _f(n, scale)
+    return out
+
+
 def expect_pdu(rec: Recording, device: str) -> Expected:
     if vendor(rec) != "apc":
         return {}
@@ -557,5 +612,9 @@ EXPECTERS = {
     "device_memory": expect_memory,
     "device_sensor": expect_sensors,
     "ups": expect_ups,
+    "ups_input": _expect_lines("ups_input"),
+    "ups_output": _expect_lines("ups_output"),
+    "ups_bypass": _expect_lines("ups_bypass"),
     "pdu": expect_pdu,
+    "pdu_outlet": expect_pdu_outlets,
 }

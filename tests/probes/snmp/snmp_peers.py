@@ -29,6 +29,25 @@ POLLED = [n for n in recording_names() if n not in SKIPPED]
 #: How many devices the all-recordings poll runs at once (snmpsim answers one request at a time).
 POLL_CONCURRENCY = 8
 
+#: Whole recordings (not cut to what the profiles read): the 52-port switch, more switches and
+#: routers, every UPS-MIB UPS with line tables (three-phase ones among them) and the APC PDUs.
+FULL = (
+    "network/switch/zte-zxr10-5250",
+    "network/switch/cisco-c3560",
+    "network/switch/h3c-e528-2",
+    "network/switch/ruijie-s5750-24gt12sfp",
+    "network/router/huawei-s5720",
+    "network/router/cisco-unmarked-0",
+    "UPS/eaton-93e-80",
+    "UPS/eastpower-istars-swv053",
+    "UPS/ingrasys-power-switch",
+    "UPS/phoenixtec-power",
+    "UPS/huawei-gse200m",
+    "UPS/apc-7902b",
+    "UPS/apc-8641",
+    "UPS/apc-8932",
+)
+
 #: The tests' own recordings (community = "netwatch-tests/<name>").
 OWN = "netwatch-tests"
 AUTH_KEY, PRIV_KEY = "auth-pass-4711", "priv-pass-0815"
@@ -140,14 +159,14 @@ class SimAgent:
         return self.service.port
 
 
-async def poll_recordings(port: int, names: list[str]) -> dict[str, list[Sample]]:
-    """One poll of each recording, all through the one snmpsim, several at a time."""
+async def poll_recordings(port: int, names: list[str], *, defaults: bool = False) -> dict[str, list[Sample]]:
+    """One poll of each recording, all through the one snmpsim, several at a time (``defaults``:
+    with the config's default timeout and GETBULK size instead of generous ones)."""
     gate = asyncio.Semaphore(POLL_CONCURRENCY)
+    tuning = {} if defaults else {"request_timeout": "10s", "max_repetitions": 50}
 
     async def one(name: str) -> list[Sample]:
-        cfg = SnmpConfig.model_validate(
-            {"host": "127.0.0.1", "port": port, "community": name, "request_timeout": "10s", "max_repetitions": 50}
-        )
+        cfg = SnmpConfig.model_validate({"host": "127.0.0.1", "port": port, "community": name, **tuning})
         probe = SnmpProbe(cfg, name=name, timeout_s=120)
         async with gate:
             try:

@@ -117,6 +117,25 @@ def test_a_failed_walk_is_degraded_and_the_rest_is_kept() -> None:
     assert ifaces["2"].fields["in_octets"] == 2000
 
 
+def test_a_poll_cut_short_on_a_paced_device_says_the_device_is_slow() -> None:
+    session = FakeSession(SYSTEM | IF_ROWS, stall=["1.3.6.1.2.1.31.1.1.1.6"])
+    config = SnmpConfig.model_validate({"host": "127.0.0.1", "community": "public"})
+    probe = SnmpProbe(config, name="fake", timeout_s=1.0)
+    pacing = probe.poller.adaptive
+    pacing.answered(1.2)  # a slow device, already backed off to one request in flight
+    pacing.timed_out(pacing.epoch)
+    pacing.timed_out(pacing.epoch)
+
+    async def main() -> list[Sample]:
+        probe._session, probe._loop = session, asyncio.get_running_loop()
+        return await probe.collect()
+
+    st = asyncio.run(main())[-1].fields
+    assert st["status"] == "degraded" and st["in_flight"] == 1 and st["rtt_ms"] == 1200.0
+    assert "the device is slow (round trip 1.2 s, 1 in flight, see adapted): raise the entry's timeout" in st["error"]
+    assert st["adapted"].startswith("slow device: 1 request in flight (configured 4)")
+
+
 def test_a_walk_that_never_ends_is_cut_at_the_budget() -> None:
     session = FakeSession(SYSTEM | IF_ROWS, stall=["1.3.6.1.2.1.31.1.1.1.6"])
     samples = poll_with(session, timeout_s=1.0)

@@ -39,6 +39,10 @@ IDENTITY = {
     "device_memory": ("mib", "memory"),
     "device_sensor": ("mib", "type", "sensor"),
     "ups": ("mib",),
+    "ups_input": ("mib", "line"),
+    "ups_output": ("mib", "line"),
+    "ups_bypass": ("mib", "line"),
+    "pdu_outlet": ("mib", "outlet"),
 }
 
 
@@ -83,7 +87,7 @@ def test_recording_yields_what_it_holds(
     samples = polled_recordings[name]
     status = samples[-1]
     assert status.measurement == "probe_status"
-    assert (status.fields["status"], status.fields["error"]) == ("ok", "")
+    assert (status.fields["status"], status.fields["error"]) == ("ok", ""), dict(status.fields)
     kinds = Counter(s.measurement for s in samples)
     assert kinds["snmp_system"] == 1
     if name in NO_INTERFACES:
