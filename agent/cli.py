@@ -264,6 +264,8 @@ def status(config: ConfigOpt, json: JsonOpt = False, lang: LangOpt = None) -> No
         "last_seq": st.last_seq,
         "dropped_batches": st.dropped_batches,
         "dropped_samples": st.dropped_samples,
+        "interrupted_runs": st.interrupted_runs,
+        "unclean_reboots": st.unclean_reboots,
         "acked_batches": st.acked_batches,
         "acked_samples": st.acked_samples,
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -30,6 +30,10 @@ class Spool(StrictModel):
     #: default fits a week of a township's data (~200 series/min) with room to spare
     max_bytes: ByteSize = 256 * 1024 * 1024
     max_age: Duration = 7 * 86400.0
+    #: how hard each probe result is pushed to disk when it is measured: "normal" survives the
+    #: agent being killed (a write to the WAL, no fsync); "full" also survives power loss (an
+    #: fsync per group commit). Batches are always synced. See the README, "Nothing lost".
+    sync: Literal["normal", "full"] = "normal"
 
 
 class Publish(StrictModel):

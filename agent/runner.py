@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import orjson
 
 from agent.config import AgentConfig
+from agent.journal import Journal
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.spool import Spool
@@ -49,18 +51,25 @@ class Agent:
         self._tee: BinaryIO | None = open(private_file(tee, sqlite=False), "ab") if tee is not None else None  # noqa: SIM115
         if self._tee is not None:
             self._tee.write(b"\n" + orjson.dumps({"run_started": time.time_ns()}) + b"\n")
-        self.spool = Spool(cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age)
+        self.spool = Spool(
+            cfg.spool.path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age, journal_sync=cfg.spool.sync
+        )
         self.identity = {"site": cfg.agent.site, "agent": cfg.agent.id}
+        # Samples measured and not yet batched, with their journal ids: first what an earlier
+        # process measured and never batched (cut into a batch at once, in run()).
+        self._buffer: list[tuple[int, Sample]] = []
+        self.journal = Journal(self.spool, {**cfg.agent.tags, **self.identity}, self._buffer.extend)
+        self._buffer.extend(self.journal.recover())
         self.scheduler = Scheduler(
             cfg.probes,
             self._collected,
             concurrency=cfg.scheduler.concurrency,
             tags=cfg.agent.tags,
             identity_tags=self.identity,
+            runlog=self.journal,
         )
         kinds = sorted({e.kind for e in cfg.probes})
         self.publisher = Publisher(cfg, self.spool, config_version=config_version(cfg), capabilities=kinds)
-        self._buffer: list[Sample] = []
         self.samples_spooled = 0
         self.control: AgentControl | None = None
         if cfg.control is not None:
@@ -99,15 +108,21 @@ class Agent:
             self._spool(events, "events")
             self.publisher.notify()
             samples = [s for s in samples if s.measurement != EVENT]
-        self._buffer.extend(samples)
+        self._measured(samples)
+
+    def _measured(self, samples: list[Sample]) -> None:
+        """Journal ``samples`` (on disk with this loop turn's group commit) until they are batched."""
+        self._buffer.extend(zip(self.journal.record(samples), samples, strict=True))
         if len(self._buffer) >= self.cfg.publish.batch_max_samples:
             self.flush()
 
-    def _spool(self, samples: list[Sample], topic: str) -> None:
+    def _spool(self, samples: list[Sample], topic: str, ids: list[int] | None = None) -> None:
+        """Batches of ``samples`` into the spool; ``ids``: their journal ids, released with them."""
         limit = self.cfg.publish.batch_max_samples
         a, compress = self.cfg.agent, self.cfg.publish.compress
         for i in range(0, len(samples), limit):
             batch = samples[i : i + limit]
+            release = max(ids[i : i + limit]) if ids else 0
             if self._tee is not None:
                 # Written before the spool commits, with the batch's number: if the agent dies in
                 # between, the next batch reuses the number and supersedes these lines. A batch
@@ -117,14 +132,19 @@ class Agent:
                 self._tee.write(b"".join(orjson.dumps({**x.to_dict(), "seq": seq}) + b"\n" for x in batch))
                 self._tee.flush()
                 os.fsync(self._tee.fileno())
-            if self.spool.put(partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic) is not None:
+            spooled = self.spool.put(
+                partial(_encode, a.id, a.site, batch, compress), len(batch), topic=topic, release_upto=release
+            )
+            if spooled is not None:
                 self.samples_spooled += len(batch)
 
     def flush(self) -> None:
         """Cut what is buffered into batches and put them in the spool."""
         if self._buffer:
-            batch, self._buffer = self._buffer, []
-            self._spool(batch, "metrics")
+            self.journal.commit()  # every buffered sample is in the journal before its batch is cut
+            rows = self._buffer[:]
+            self._buffer.clear()  # the same list: the journal's on_interrupted extends it
+            self._spool([s for _, s in rows], "metrics", [i for i, _ in rows])
         dropped_b, dropped_s = self.spool.enforce_caps()
         if dropped_b:
             log.warning(
@@ -151,6 +171,9 @@ class Agent:
             "draining": p.connected and p.draining,
             "reconnects": max(0, p.connects - 1),
             "probe_runs": self.scheduler.runs,
+            "interrupted_runs": st.interrupted_runs,
+            "journal_errors": self.journal.errors,
+            "unclean_reboots": st.unclean_reboots,
             "probe_overruns": self.scheduler.overruns,
         }
         if p.last_latency_ms is not None:
@@ -164,11 +187,12 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), self.cfg.publish.batch_interval)
             now = time.monotonic()
             if now - last_self >= self.cfg.publish.self_metrics_interval:
-                self._buffer.append(self.self_sample())
+                self._measured([self.self_sample()])
                 last_self = now
             self.flush()
 
     async def run(self, stop: asyncio.Event, *, drain_timeout_s: float = 5.0) -> None:
+        self.flush()  # what an earlier process measured and never batched
         self.publisher.start()
         m = self.cfg.mqtt
         if m.plaintext_off_host:
@@ -205,6 +229,8 @@ class Agent:
             if self.control is not None:
                 await self.control.close()
             self.publisher.stop()
+            with contextlib.suppress(sqlite3.Error):
+                self.spool.end_session()  # everything measured is batched (flush above)
             self.spool.close()
             if self._tee is not None:
                 self._tee.close()

@@ -9,6 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from agent.config import ProbeEntry
 from probes import registry
@@ -18,6 +19,17 @@ from probes.model import PROBE_STATUS, Sample, status_sample
 log = logging.getLogger("netwatch.agent.scheduler")
 
 SampleSink = Callable[[list[Sample]], None]
+
+
+class RunLog(Protocol):
+    """Where a run is recorded before it starts and marked finished once its samples are in the
+    sink (agent.journal.Journal): a run begun and never finished is counted as interrupted."""
+
+    def begin(self, kind: str, name: str, target: str) -> int: ...
+
+    def end(self, run: int) -> None: ...
+
+    def interrupted(self, run: int) -> None: ...
 
 
 #: pause before restarting a listener whose ``run`` raised
@@ -48,7 +60,9 @@ class Scheduler:
         concurrency: int = 16,
         tags: Mapping[str, str] | None = None,
         identity_tags: Mapping[str, str] | None = None,
+        runlog: RunLog | None = None,
     ) -> None:
+        self._runlog = runlog
         self.entries = [e for e in entries if not e.listener]
         self.probes = [build_probe(e) for e in self.entries]
         self.listener_entries = [e for e in entries if e.listener]
@@ -79,8 +93,12 @@ class Scheduler:
         """One collect of probe ``idx``, bounded by its timeout; failures become data."""
         return await self._collect(self.entries[idx], self.probes[idx])
 
-    async def _collect(self, entry: ProbeEntry, probe: Probe) -> list[Sample]:
+    async def _collect(
+        self, entry: ProbeEntry, probe: Probe, started: Callable[[], None] | None = None
+    ) -> list[Sample]:
         async with self._sem:
+            if started is not None:  # its turn under the concurrency limit: the run begins
+                started()
             t0 = time.perf_counter()
             try:
                 samples = await asyncio.wait_for(probe.collect(), entry.timeout_s)
@@ -139,8 +157,7 @@ class Scheduler:
                         return
                     except TimeoutError:
                         pass
-                samples = await self._collect(entry, probe)
-                self._sink(samples)
+                await self._run(entry, probe)
                 next_due += entry.interval_s
                 now = time.monotonic()
                 if next_due < now:  # the run overran its interval: skip missed slots, keep the phase
@@ -152,6 +169,28 @@ class Scheduler:
                 await probe.aclose()
             except Exception:  # closing is best effort
                 log.debug("closing %s failed", probe.name, exc_info=True)
+
+    async def _run(self, entry: ProbeEntry, probe: Probe) -> None:
+        """One run, recorded in the run log (when there is one) before the probe sends anything."""
+        rl = self._runlog
+        if rl is None:
+            self._sink(await self._collect(entry, probe))
+            return
+        run: int | None = None
+
+        def started() -> None:
+            nonlocal run
+            run = rl.begin(entry.kind, entry.name, probe.target)
+
+        try:
+            samples = await self._collect(entry, probe, started)
+        except BaseException:  # cancelled (probe stopped or changed): the run never finishes
+            if run is not None:
+                rl.interrupted(run)
+            raise
+        self._sink(samples)
+        if run is not None:
+            rl.end(run)
 
     async def _listen(self, entry: ProbeEntry, listener: Listener, stop: asyncio.Event) -> None:
         def emit(samples: list[Sample]) -> None:

@@ -50,3 +50,27 @@ def test_full_disk_drops_count_exactly_and_recover(tmp_path: Path, caplog: pytes
         finally:
             sp.close()
         assert integrity(path) == "ok"
+
+
+def test_a_refused_batch_releases_its_journal_samples_when_its_drop_is_counted(tmp_path: Path) -> None:
+    """The journal (crash window) and a full disk together: samples of a batch the disk refused are
+    counted dropped and must leave the journal in that same commit — never both counted and, after
+    a restart, recovered and stored too."""
+    with small_fs(tmp_path / "small", "2m") as fs:
+        path = fs.path / "spool.db"
+        sp = Spool(path, max_bytes=64 * 1024**2, max_age_s=3600)
+        try:
+            assert sp.put(lambda seq: b"x", 1) == 1
+            with sp._db:  # four measured samples in the journal, ids 1..4 (as Journal.record writes them)
+                sp._db.executemany("INSERT INTO measured(id, sample) VALUES (?, ?)", [(i, b"s") for i in range(1, 5)])
+            fs.fill()
+            assert sp.put(lambda seq: os.urandom(300 * 1024), 3, release_upto=3) is None
+            fs.free()
+            # the next write that succeeds is an ack: it makes the drop durable, and releases 1..3 with it
+            assert sp.ack([1]) == 1
+            left = [r[0] for r in sp._db.execute("SELECT id FROM measured ORDER BY id")]
+            assert left == [4]
+            st = read_stats(path)
+            assert (st.dropped_samples, st.depth) == (3, 0)
+        finally:
+            sp.close()
