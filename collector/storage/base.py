@@ -51,3 +51,16 @@ class Sink(Protocol):
     def write(self, samples: Sequence[Sample]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CheckedSink(Sink, Protocol):
+    """A store that keeps a second copy of a sample written twice (VictoriaMetrics without
+    ``-dedup.minScrapeInterval``), so a write whose outcome is unknown is not simply repeated.
+
+    ``write_unsure`` takes samples an earlier attempt may already have stored (the collector died
+    before recording the write, or the store did not answer in time): it asks the store which
+    of them it holds and writes only the others.
+    """
+
+    def write_unsure(self, samples: Sequence[Sample]) -> None: ...
