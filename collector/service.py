@@ -132,6 +132,14 @@ class Collector:
         # What was stored before a restart (or a SIGKILL) is not stored again when the broker redelivers it.
         for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
             self.ingest.load_seen(agent, seqs)
+        # Batches whose write began before a crash and was never recorded: a store that keeps
+        # duplicates is asked what it already holds before they are written again.
+        self._unsure = self.state.load_intent()
+        if self._unsure:
+            log.info(
+                "%d batches may be half-written from before a crash: checked with the stores when redelivered",
+                len(self._unsure),
+            )
         self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port) if cfg.embedded else None
         # The audit log: agents' answers to the centre's control (who did what is the CLI's/API's part).
         from collector.control import open_audit
@@ -155,10 +163,21 @@ class Collector:
         messages stay unacknowledged and the broker redelivers them)."""
         group = self.ingest.classify((m.topic, bytes(m.payload)) for m in msgs)
         samples = group.samples
-        if not self.store.write(samples):
+        batches = [(a.topic.agent, a.envelope.seq) for a in group.accepted]
+        sure: list[Sample] = []
+        unsure: list[Sample] = []
+        for a, key in zip(group.accepted, batches, strict=True):
+            (unsure if key in self._unsure else sure).extend(a.envelope.samples)
+        intent = self.store.checks and bool(samples)
+        if intent:
+            self.state.record_intent(batches)  # committed before the write: a crash leaves it behind
+        if not self.store.write(sure, unsure):
             return False
         with self.state.transaction():
             self.ingest.commit(group.accepted, seen_log=self.state)
+            if intent:
+                self.state.clear_intent(batches)
+            self._unsure.difference_update(batches)
             try:
                 self.inventory.record(group.accepted, group.statuses, self.ingest.take_counts())
             except Exception as e:
