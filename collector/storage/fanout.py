@@ -66,6 +66,7 @@ class Store:
                 stored = len(samples) - rejected
                 log.error("store %s refused %d of %d samples: %s", sink.name, rejected, len(samples), e)
             except StoreUnavailable as e:
+                checked = True  # a timeout or a lost connection may come after the store took them
                 self.counters.inc(f"store_retries_{sink.name}")
                 if sink.name not in self._failing:
                     self._failing.add(sink.name)
