@@ -43,7 +43,9 @@ class Sink(Protocol):
 
     ``write`` returns only once the samples are durably stored (committed, or acknowledged by the
     server) and is idempotent: writing the same sample (same measurement, tags and time) again
-    leaves the store as it was, so a redelivered batch never counts twice.
+    leaves the store as it was, so a redelivered batch never counts twice — or, for a store that
+    keeps copies, the sink is a CheckedSink and the caller uses ``write_unsure`` for samples an
+    earlier attempt may have stored.
     """
 
     name: str

@@ -74,8 +74,8 @@ class _LineSink:
         Samples with nothing storable (no finite field) are left out. A request the server refuses
         for good does not stop the others: once all are sent, StoreRejected says how many samples
         were not stored (the unstorable ones and the lines of refused requests). On
-        StoreUnavailable part of the requests may already be stored; re-sending them on retry is
-        harmless (idempotent).
+        StoreUnavailable part of the requests may already be stored: the caller retries with
+        ``write_unsure``, which leaves those out on a VictoriaMetrics (InfluxDB overwrites them).
         """
         skipped_before = self.encoder.skipped
         lines = self.encoder.encode_many(samples)
