@@ -250,7 +250,8 @@ class InfluxSink(_LineSink):
         return held
 
     def _get(self, path: str) -> str | None:
-        """GET from the server: the body, or None when it has no such API (404, 405: InfluxDB)."""
+        """GET from the server: the body, or None when it has no such API (InfluxDB: 404; a
+        server without GET at all: 405, 501)."""
         headers = {"Authorization": f"Token {self._token}"} if self._token else {}
         try:
             r = self._http.request("GET", self.url.rstrip("/") + path, headers=headers)
@@ -258,7 +259,7 @@ class InfluxSink(_LineSink):
             raise StoreUnavailable(
                 f"store {self.url}: cannot reach it to check a write: {type(e).__name__}: {e}"
             ) from None
-        if r.status in (400, 404, 405):
+        if r.status in (400, 404, 405, 501):
             if self._exports is None:
                 self._exports = False
                 log.info(
