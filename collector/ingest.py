@@ -31,7 +31,8 @@ log = logging.getLogger("netwatch.collector.ingest")
 class SeqWindow:
     """The sequence numbers seen from one agent, bounded: the oldest remembered are forgotten
     first. The default window (100k batches: about six days at one batch per 5 s) outlasts any
-    redelivery the broker makes; a copy older than that is absorbed by idempotent stores."""
+    redelivery the broker makes; a copy older than that is absorbed by idempotent stores (a
+    VictoriaMetrics without ``-dedup.minScrapeInterval`` would keep it)."""
 
     def __init__(self, size: int) -> None:
         self.size = size

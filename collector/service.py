@@ -141,6 +141,14 @@ class Collector:
         # What was stored before a restart (or a SIGKILL) is not stored again when the broker redelivers it.
         for agent, seqs in self.state.load_seen(cfg.limits.dedup_window).items():
             self.ingest.load_seen(agent, seqs)
+        # Batches whose write began before a crash and was never recorded: a store that keeps
+        # duplicates is asked what it already holds before they are written again.
+        self._unsure = self.state.load_intent()
+        if self._unsure:
+            log.info(
+                "%d batches may be half-written from before a crash: checked with the stores when redelivered",
+                len(self._unsure),
+            )
         self.broker = EmbeddedBroker(cfg.mqtt.host, cfg.mqtt.port) if cfg.embedded else None
         # The audit log: agents' answers to the centre's control (who did what is the CLI's/API's part).
         from collector.control import open_audit
@@ -166,13 +174,22 @@ class Collector:
             return False
         group = self.ingest.classify((m.topic, bytes(m.payload)) for m in msgs)
         samples = group.samples
-        if not self.store.write(samples):
+        batches = [(a.topic.agent, a.envelope.seq) for a in group.accepted]
+        sure: list[Sample] = []
+        unsure: list[Sample] = []
+        for a, key in zip(group.accepted, batches, strict=True):
+            (unsure if key in self._unsure else sure).extend(a.envelope.samples)
+        intent = self.store.checks and bool(samples)
+        if intent:
+            self.state.record_intent(batches)  # committed before the write: a crash leaves it behind
+        if not self.store.write(sure, unsure):
             return False
         if self.disk.store_full:
             self.disk.store_full = False
             self._emit_self_to_alerting()
-        if not self._record(group, self.ingest.take_counts()):
+        if not self._record(group, self.ingest.take_counts(), batches if intent else []):
             return False
+        self._unsure.difference_update(batches)
         self._audit(group)
         try:
             self.latest_values.feed(samples)
@@ -187,15 +204,21 @@ class Collector:
         self.receiver.ack(msgs)
         return True
 
-    def _record(self, group: Classified, counts: dict[str, dict[str, int]]) -> bool:
-        """The stored group into state.db (the seen log, the inventory), retried while state.db
-        cannot be written (a full disk): the messages are acknowledged only after it. False when
-        stopping first (the broker redelivers them; the stores take the copies idempotently)."""
+    def _record(
+        self, group: Classified, counts: dict[str, dict[str, int]], intents: list[tuple[str, int]]
+    ) -> bool:
+        """The stored group into state.db (the seen log, the inventory, and the write intents it
+        clears, in one transaction), retried while state.db cannot be written (a full disk): the
+        messages are acknowledged only after it. False when stopping first (the broker redelivers
+        them; their intents remain, so a store that keeps copies is checked before they are written
+        again)."""
         delay = 0.5
         while True:
             try:
                 with self.state.transaction():
                     self.ingest.commit(group.accepted, seen_log=self.state)
+                    if intents:
+                        self.state.clear_intent(intents)
                     try:
                         self.inventory.record(group.accepted, group.statuses, counts)
                     except sqlite3.Error:

@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS seen (
     seq INTEGER NOT NULL,
     PRIMARY KEY (agent, seq)
 ) WITHOUT ROWID;
+-- batches being written to the stores, recorded before the write and deleted with its record
+-- in ``seen``: one left after a crash may already be in a store that keeps duplicates
+CREATE TABLE IF NOT EXISTS intent (
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS series (
     agent TEXT NOT NULL,
     key INTEGER NOT NULL,
@@ -168,6 +175,22 @@ class StateDB:
 
     def record_seen(self, agent: str, seq: int) -> None:
         self._db.execute("INSERT OR IGNORE INTO seen(agent, seq) VALUES (?, ?)", (agent, seq))
+
+    def record_intent(self, batches: Iterable[tuple[str, int]]) -> None:
+        """Before writing these batches (agent, seq): committed at once."""
+        with self.transaction():
+            self._db.executemany("INSERT OR IGNORE INTO intent(agent, seq) VALUES (?, ?)", batches)
+
+    def clear_intent(self, batches: Iterable[tuple[str, int]]) -> None:
+        """The batches are recorded in ``seen`` (call inside the same transaction)."""
+        self._db.executemany("DELETE FROM intent WHERE agent = ? AND seq = ?", batches)
+
+    def load_intent(self) -> set[tuple[str, int]]:
+        """Batches whose write began and was never recorded: a crash came between."""
+        self._db.execute(
+            "DELETE FROM intent WHERE EXISTS (SELECT 1 FROM seen s WHERE s.agent = intent.agent AND s.seq = intent.seq)"
+        )
+        return {(a, int(s)) for a, s in self._db.execute("SELECT agent, seq FROM intent").fetchall()}
 
     def load_seen(self, window: int) -> dict[str, list[int]]:
         """The newest ``window`` sequence numbers stored per agent, oldest first."""

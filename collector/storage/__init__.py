@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from collector.storage.base import Sink, StorageError, StoreRejected, StoreUnavailable
+from collector.storage.base import CheckedSink, Sink, StorageError, StoreRejected, StoreUnavailable
 
-__all__ = ["Sink", "StorageError", "StoreRejected", "StoreUnavailable"]
+__all__ = ["CheckedSink", "Sink", "StorageError", "StoreRejected", "StoreUnavailable"]

@@ -43,7 +43,9 @@ class Sink(Protocol):
 
     ``write`` returns only once the samples are durably stored (committed, or acknowledged by the
     server) and is idempotent: writing the same sample (same measurement, tags and time) again
-    leaves the store as it was, so a redelivered batch never counts twice.
+    leaves the store as it was, so a redelivered batch never counts twice — or, for a store that
+    keeps copies, the sink is a CheckedSink and the caller uses ``write_unsure`` for samples an
+    earlier attempt may have stored.
     """
 
     name: str
@@ -51,3 +53,16 @@ class Sink(Protocol):
     def write(self, samples: Sequence[Sample]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CheckedSink(Sink, Protocol):
+    """A store that keeps a second copy of a sample written twice (VictoriaMetrics without
+    ``-dedup.minScrapeInterval``), so a write whose outcome is unknown is not simply repeated.
+
+    ``write_unsure`` takes samples an earlier attempt may already have stored (the collector died
+    before recording the write, or the store did not answer in time): it asks the store which
+    of them it holds and writes only the others.
+    """
+
+    def write_unsure(self, samples: Sequence[Sample]) -> None: ...

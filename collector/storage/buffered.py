@@ -1,6 +1,13 @@
 """A remote store with a local spool in front: while the store is unreachable, samples go to an
 on-disk SQLite spool (so the collector can acknowledge the MQTT message), and a drainer thread
-writes them to the store, oldest first, once it is back."""
+writes them to the store, oldest first, once it is back.
+
+A batch whose write may have reached the store without its outcome known — the store did not
+answer, or the collector died between the store's answer and deleting the spooled row — is
+marked unsure; a store that keeps duplicates (CheckedSink) is asked what it holds before such
+a batch is written again. Only the oldest row can have been sent by an earlier process (rows go
+oldest first, one at a time, and new samples join a backlog rather than pass it), so that one is
+unsure after a restart."""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from collector.storage.base import Sink, StoreRejected, StoreUnavailable
+from collector.storage.base import CheckedSink, Sink, StoreRejected, StoreUnavailable
 from probes.files import private_file
 from probes.model import Sample
 
@@ -73,6 +80,12 @@ class BufferedSink:
         self.drained_samples = 0
         self.rejected_samples = 0
         self._down_logged = False
+        #: spooled rows that may already be in the store (see the module docstring)
+        self._unsure: set[int] = set()
+        oldest = self._db.execute("SELECT MIN(id) FROM pending").fetchone()[0]
+        if oldest is not None:
+            self._unsure.add(int(oldest))
+        self.unsure_checked = 0
         st = self.stats()
         if st.batches:
             log.info("store %s: %d samples from before the restart wait in %s", self.name, st.samples, self.path)
@@ -90,24 +103,41 @@ class BufferedSink:
         return self._db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is not None
 
     def write(self, samples: Sequence[Sample]) -> None:
+        self._write(samples, unsure=False)
+
+    def write_unsure(self, samples: Sequence[Sample]) -> None:
+        """Samples an earlier attempt may have stored: checked with the store if it keeps duplicates."""
+        self._write(samples, unsure=True)
+
+    def _send(self, samples: Sequence[Sample], unsure: bool) -> None:
+        with self._store_lock:
+            if unsure and isinstance(self.inner, CheckedSink):
+                self.unsure_checked += 1
+                self.inner.write_unsure(samples)
+            else:
+                self.inner.write(samples)
+
+    def _write(self, samples: Sequence[Sample], *, unsure: bool) -> None:
         if not samples:
             return
         with self._lock:
             backlog = self._backlog()
         if not backlog:
             try:
-                with self._store_lock:
-                    self.inner.write(samples)
+                self._send(samples, unsure)
                 return
             except StoreUnavailable as e:
+                unsure = True  # a timeout or a lost connection may come after the store took them
                 if not self._down_logged:
                     self._down_logged = True
                     log.error("store %s unavailable (%s): spooling to %s until it is back", self.name, e, self.path)
         with self._lock:
-            self._put(samples)
+            row_id = self._put(samples)
+            if unsure:
+                self._unsure.add(row_id)
         self._wake.set()
 
-    def _put(self, samples: Sequence[Sample]) -> None:
+    def _put(self, samples: Sequence[Sample]) -> int:
         payload = _pack(samples)
         used = self._db.execute("SELECT COALESCE(SUM(size),0) FROM pending").fetchone()[0]
         if used + len(payload) > self.max_bytes:
@@ -116,16 +146,17 @@ class BufferedSink:
                 f"({used} bytes): messages stay unacknowledged at the broker"
             )
         try:
-            self._db.execute(
-                "INSERT INTO pending(created_ns, samples, size, payload) VALUES (?, ?, ?, ?)",
+            row_id = self._db.execute(
+                "INSERT INTO pending(created_ns, samples, size, payload) VALUES (?, ?, ?, ?) RETURNING id",
                 (time.time_ns(), len(samples), len(payload), payload),
-            )
+            ).fetchone()[0]
         except sqlite3.Error as e:  # a full disk: nothing was written, the message stays unacknowledged
             raise StoreUnavailable(
                 f"store {self.name} is down and its local spool {self.path} cannot be written ({e}): "
                 "messages stay unacknowledged at the broker — free disk space"
             ) from e
         self.spooled_samples += len(samples)
+        return int(row_id)
 
     def drain_once(self, max_rows: int = 20) -> int:
         """Send the oldest spooled batches to the store; returns the samples sent (0 if it is
@@ -136,9 +167,9 @@ class BufferedSink:
         for row_id, payload in rows:
             samples = _unpack(payload)
             try:
-                with self._store_lock:
-                    self.inner.write(samples)
+                self._send(samples, row_id in self._unsure)
             except StoreUnavailable:
+                self._unsure.add(row_id)
                 return sent
             except StoreRejected as e:
                 # What the store kept is written; the refused ones would be refused forever.
@@ -147,9 +178,12 @@ class BufferedSink:
             try:
                 with self._lock:
                     self._db.execute("DELETE FROM pending WHERE id = ?", (row_id,))
+                    self._unsure.discard(row_id)
             except sqlite3.Error as e:
-                # Stored but still spooled (a full disk refuses even the delete): written again
-                # next time, which the store takes as the same points.
+                # Stored but still spooled (a full disk refuses even the delete): sent again next
+                # time, as an unsure row (checked first where the store keeps copies).
+                with self._lock:
+                    self._unsure.add(row_id)
                 log.warning("store %s: cannot remove a drained batch from %s (%s); retrying", self.name, self.path, e)
                 return sent
             sent += len(samples)

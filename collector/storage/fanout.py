@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from collector.stats import Counters
-from collector.storage.base import Sink, StorageError, StoreRejected, StoreUnavailable
+from collector.storage.base import CheckedSink, Sink, StorageError, StoreRejected, StoreUnavailable
 from probes.model import Sample
 
 log = logging.getLogger("netwatch.collector.store")
@@ -39,16 +39,35 @@ class Store:
         self.on_retry = on_retry
         self._failing: set[str] = set()
 
-    def write(self, samples: Sequence[Sample]) -> bool:
+    @property
+    def checks(self) -> bool:
+        """Whether a sink needs to know which samples an earlier attempt may have stored."""
+        return any(isinstance(getattr(s, "inner", s), CheckedSink) for s in self.sinks)
+
+    def write(self, samples: Sequence[Sample], unsure: Sequence[Sample] = ()) -> bool:
+        """``unsure``: samples an earlier attempt may have stored (see CheckedSink); a sink that
+        cannot hold a duplicate takes them like the others."""
+        if not samples and not unsure:
+            return True
+        for sink in self.sinks:
+            if isinstance(sink, CheckedSink):
+                ok = self._write_one(sink, samples) and self._write_one(sink, unsure, checked=True)
+            else:
+                ok = self._write_one(sink, [*samples, *unsure] if unsure else samples)
+            if not ok:
+                return False
+        return True
+
+    def _write_one(self, sink: Sink, samples: Sequence[Sample], *, checked: bool = False) -> bool:
         if not samples:
             return True
-        return all(self._write_one(sink, samples) for sink in self.sinks)
-
-    def _write_one(self, sink: Sink, samples: Sequence[Sample]) -> bool:
         delay = FIRST_DELAY_S
         while True:
             try:
-                sink.write(samples)
+                if checked and isinstance(sink, CheckedSink):
+                    sink.write_unsure(samples)
+                else:
+                    sink.write(samples)
                 stored, rejected = len(samples), 0
             except StoreRejected as e:
                 # The rest are durably stored; these would be refused again on every retry.
@@ -56,6 +75,7 @@ class Store:
                 stored = len(samples) - rejected
                 log.error("store %s refused %d of %d samples: %s", sink.name, rejected, len(samples), e)
             except StoreUnavailable as e:
+                checked = True  # a timeout or a lost connection may come after the store took them
                 self.counters.inc(f"store_retries_{sink.name}")
                 if sink.name not in self._failing:
                     self._failing.add(sink.name)

@@ -14,15 +14,19 @@ raise StoreUnavailable so nothing is dropped while an operator fixes it; 400/422
 the batch and retries the halves. Re-sending a batch is idempotent in InfluxDB (same series and
 time overwrite); VictoriaMetrics stores a second copy unless it runs with
 ``-dedup.minScrapeInterval=1ms`` (it cuts timestamps to milliseconds and keeps one point per
-series per millisecond) — run it that way.
+series per millisecond). So ``InfluxSink.write_unsure`` — samples an earlier attempt may have
+stored — first asks a VictoriaMetrics which of them it holds (``/internal/force_flush``, then
+``/api/v1/export``) and writes only the others; against InfluxDB (no export API) it just writes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 
@@ -33,10 +37,13 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from collector.storage.base import StoreRejected, StoreUnavailable
-from collector.storage.lineproto import LineEncoder
+from collector.storage.lineproto import LineEncoder, as_read
 from probes.model import Sample
 
 log = logging.getLogger(__name__)
+
+#: how long after a first check that found samples missing the store is asked again
+RECHECK_S = 1.5
 
 # Statuses that mean "the store or its configuration is not ready", not "these lines are bad".
 _RETRYABLE_4XX = frozenset({401, 403, 404, 408, 429})
@@ -67,8 +74,8 @@ class _LineSink:
         Samples with nothing storable (no finite field) are left out. A request the server refuses
         for good does not stop the others: once all are sent, StoreRejected says how many samples
         were not stored (the unstorable ones and the lines of refused requests). On
-        StoreUnavailable part of the requests may already be stored; re-sending them on retry is
-        harmless (idempotent).
+        StoreUnavailable part of the requests may already be stored: the caller retries with
+        ``write_unsure``, which leaves those out on a VictoriaMetrics (InfluxDB overwrites them).
         """
         skipped_before = self.encoder.skipped
         lines = self.encoder.encode_many(samples)
@@ -181,6 +188,89 @@ class InfluxSink(_LineSink):
             debug=False,  # debug logging would print the Authorization header
         )
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._token = token
+        self._http = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED" if verify_tls else "CERT_NONE",
+            ca_certs=str(ca_file) if ca_file else None,
+            timeout=urllib3.Timeout(total=timeout_s),
+            retries=False,
+        )
+        #: None until asked: whether the server has VictoriaMetrics' export API
+        self._exports: bool | None = None
+
+    def write_unsure(self, samples: Sequence[Sample]) -> None:
+        """Write those of ``samples`` the store does not hold yet (see CheckedSink)."""
+        self.write(self.missing(samples))
+
+    def missing(self, samples: Sequence[Sample]) -> list[Sample]:
+        """Those of ``samples`` not all of whose numeric fields the store holds at their
+        millisecond. InfluxDB (no export API) overwrites a point written twice: all are returned.
+
+        VictoriaMetrics makes a new series searchable up to about a second after the write
+        acknowledged it, even after ``/internal/force_flush``: when something seems missing, the
+        store is asked once more ``RECHECK_S`` later."""
+        out = list(samples)
+        for attempt in range(2):
+            if not out or self._exports is False:
+                return out
+            if attempt:
+                time.sleep(RECHECK_S)
+            if self._get("/internal/force_flush") is None:
+                return out
+            held = self._held(out)
+            if held is None:
+                return out
+            out = [s for s in out if not _all_held(s, held)]
+        return out
+
+    def _held(self, samples: Sequence[Sample]) -> set[tuple[str, frozenset[tuple[str, str]], int]] | None:
+        """The (metric, labels, ms) points the store holds in the samples' agents and time range."""
+        by_agent: dict[str, list[Sample]] = {}
+        for s in samples:
+            by_agent.setdefault(s.tags.get("agent", ""), []).append(s)
+        held: set[tuple[str, frozenset[tuple[str, str]], int]] = set()
+        for agent, group in by_agent.items():
+            first = min(s.time_ns for s in group) // 1_000_000
+            last = max(s.time_ns for s in group) // 1_000_000
+            value = as_read(agent).replace("\\", "\\\\").replace('"', '\\"')
+            match = f'{{agent="{value}"}}' if agent else '{__name__=~".+"}'
+            query = urllib.parse.urlencode(
+                {"match[]": match, "start": f"{(first - 1) / 1000:.3f}", "end": f"{(last + 1) / 1000:.3f}"}
+            )
+            body = self._get(f"/api/v1/export?{query}")
+            if body is None:
+                return None
+            for line in body.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    labels = dict(row["metric"])
+                    name = labels.pop("__name__", "")
+                    key = frozenset(labels.items())
+                    held.update((name, key, int(ts)) for ts in row["timestamps"])
+        return held
+
+    def _get(self, path: str) -> str | None:
+        """GET from the server: the body, or None when it has no such API (InfluxDB: 404; a
+        server without GET at all: 405, 501)."""
+        headers = {"Authorization": f"Token {self._token}"} if self._token else {}
+        try:
+            r = self._http.request("GET", self.url.rstrip("/") + path, headers=headers)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise StoreUnavailable(
+                f"store {self.url}: cannot reach it to check a write: {type(e).__name__}: {e}"
+            ) from None
+        if r.status in (400, 404, 405, 501):
+            if self._exports is None:
+                self._exports = False
+                log.info(
+                    "store %s has no export API: taking it for InfluxDB (a point written twice is overwritten)",
+                    self.url,
+                )
+            return None
+        if not 200 <= r.status < 300:
+            raise StoreUnavailable(f"store {self.url}: HTTP {r.status} checking a write: {r.data[:200]!r}")
+        self._exports = True
+        return str(r.data.decode("utf-8", "replace"))
 
     def __repr__(self) -> str:
         return f"InfluxSink(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
@@ -205,6 +295,18 @@ class InfluxSink(_LineSink):
     def close(self) -> None:
         self._write_api.close()
         self._client.close()
+        self._http.clear()
+
+
+def _all_held(s: Sample, held: set[tuple[str, frozenset[tuple[str, str]], int]]) -> bool:
+    """Whether the store holds every numeric field of ``s`` (False if it has none to hold)."""
+    tags = frozenset((as_read(k), as_read(v)) for k, v in s.tags.items() if v)
+    keys = [
+        (as_read(f"{s.measurement}_{f}"), tags, s.time_ns // 1_000_000)
+        for f, v in s.fields.items()
+        if not isinstance(v, str) and not (isinstance(v, float) and not math.isfinite(v))
+    ]
+    return bool(keys) and all(k in held for k in keys)
 
 
 _HOUR_NS = 3600 * 10**9

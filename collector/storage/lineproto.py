@@ -53,6 +53,16 @@ def escape_key(name: str) -> str:
     return name.translate(_ESC_KEY)
 
 
+_AS_READ = str.maketrans(_CONTROL)
+
+
+def as_read(name: str) -> str:
+    """A measurement, tag or field name as a server reads it back from our escaped form."""
+    if "\\" in name:
+        name = _BAD_BACKSLASHES.sub(_slashes, name)
+    return name.translate(_AS_READ)
+
+
 def escape_string(value: str) -> str:
     """Escape a string field value (without the surrounding quotes)."""
     return value.translate(_ESC_STRING)
