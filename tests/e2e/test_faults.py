@@ -60,6 +60,7 @@ def test_broker_down_longer_than_inflight_then_back(tmp_path: Path, mosquitto: A
                 pass
             time.sleep(0.5)
         assert read_stats(tmp_path / "t1-spool.db").depth > 20
+        time.sleep(2.5)  # so that the agent's own metrics (every 1 s) record that depth too
         mosquitto.start()
         time.sleep(4)
         rig.stop_agents_drained()
