@@ -56,6 +56,8 @@ SUBSCRIPTIONS = [(f"{TOPIC_ROOT}/agents/+/{kind}", 1) for kind in ("metrics", "e
 #: The collector's own InfluxSink default, used by the peer too so both send equal requests.
 LINES_PER_REQUEST = 5000
 SELF_MEASUREMENT = "netwatch_collector"  # the collector's self-metrics sample, not bench data
+# ...and what it writes beside it for Grafana (collector/overview.py): sites' state and alert counts
+OWN_MEASUREMENTS = (SELF_MEASUREMENT, "netwatch_site", "netwatch_alerts")
 POLL_S = 0.002
 NOISY_SHARE = 0.1  # of one core, taken by other processes during a timed run
 POLL_INTERVAL_NS = 10 * 1_000_000_000
@@ -632,7 +634,7 @@ def wait_quiet(max_s: float) -> None:
 
 
 def vm_count(vm: VictoriaMetrics, expected: int, timeout_s: float) -> int:
-    """Points stored in VictoriaMetrics, not counting the collector's self-metrics. Polls until
+    """Points stored in VictoriaMetrics, not counting the collector's own series. Polls until
     ``expected`` show up (new series become searchable about 1 s after the write) or time's up."""
     deadline = time.monotonic() + timeout_s
     vm.flush()
@@ -640,7 +642,7 @@ def vm_count(vm: VictoriaMetrics, expected: int, timeout_s: float) -> int:
         have = sum(
             len(s["values"])
             for s in vm.export('{__name__=~".+"}')
-            if not s["metric"]["__name__"].startswith(SELF_MEASUREMENT + "_")
+            if not s["metric"]["__name__"].startswith(tuple(m + "_" for m in OWN_MEASUREMENTS))
         )
         if have >= expected or time.monotonic() > deadline:
             return have
@@ -653,7 +655,7 @@ def sqlite_count(path: Path, netwatch: bool) -> int:
         if netwatch:
             sql = (
                 "SELECT count(*) FROM points p JOIN series s ON s.id = p.series_id"
-                f" WHERE s.measurement != '{SELF_MEASUREMENT}'"
+                f" WHERE s.measurement NOT IN ({', '.join(repr(m) for m in OWN_MEASUREMENTS)})"
             )
         else:
             sql = "SELECT count(*) FROM points"
