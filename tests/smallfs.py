@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +70,12 @@ def small_fs(path: Path, size: str = "2m") -> Iterator[SmallFs]:
         yield fs
     finally:
         fs.close()
+
+
+def integrity(path: Path) -> str:
+    """SQLite's own verdict on a database file after a write the disk refused ("ok" when intact)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        db.close()

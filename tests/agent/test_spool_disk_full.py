@@ -5,21 +5,12 @@ intact, and the counts become durable (what ``netwatch-agent status`` reads) onc
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
-from smallfs import small_fs
+from smallfs import integrity, small_fs
 
 from agent.spool import Spool, read_stats
-
-
-def integrity(path: Path) -> str:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        db.close()
 
 
 def test_full_disk_drops_count_exactly_and_recover(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -10,7 +10,6 @@ agents, Mosquitto, the collector.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import orjson
 import pytest
 from e2e.procs import CollectorProc, agent_proc
 from e2e.rig import LinkProxy, Rig, _key
-from smallfs import small_fs
+from smallfs import integrity, small_fs
 
 from agent.spool import read_stats
 from collector.storage.sqlite import SqliteSink
@@ -37,14 +36,6 @@ def _wait(what: str, cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.1)
-
-
-def _integrity(path: Path) -> str:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        db.close()
 
 
 def _stored(db: Path, aid: str, measurements: set[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -98,7 +89,7 @@ def test_agent_spool_on_a_full_disk(tmp_path: Path, mosquitto: Any) -> None:
             rig.close()
             proxy.close()
         final = read_stats(spool)
-        assert _integrity(spool) == "ok"
+        assert integrity(spool) == "ok"
     log = (tmp_path / "d1-1.log").read_text()
     assert log.count("cannot write to the spool") == 1, log  # once, not per batch
     assert final.depth == 0
@@ -189,7 +180,7 @@ def test_collector_data_dir_on_a_full_disk(tmp_path: Path, mosquitto: Any, mode:
         finally:
             rig.close()
         for name in ("metrics.db", "state.db", "alerts.db"):
-            assert _integrity(fs.path / name) == "ok", name
+            assert integrity(fs.path / name) == "ok", name
     log = (tmp_path / "collector-1.log").read_text()
     if mode == "reserve":
         assert log.count("below collector.min_free") == 1, log  # once, not per message

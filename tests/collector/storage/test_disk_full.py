@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from services import free_port, start_victoria_metrics
-from smallfs import SmallFs, small_fs
+from smallfs import SmallFs, integrity, small_fs
 
 from collector.diskspace import DiskGuard, is_disk_full
 from collector.state import StateDB
@@ -35,14 +35,6 @@ def samples(n: int, *, start: int = 0, text: int = 200) -> list[Sample]:
         )
         for i in range(start, start + n)
     ]
-
-
-def integrity(path: Path) -> str:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        db.close()
 
 
 @pytest.fixture
