@@ -196,6 +196,9 @@ def parse_entry(
         return ProbeEntry(common.type, name, 0.0, 0.0, 0.0, dict(common.tags), cfg, listener=True), []
     interval = common.interval if common.interval is not None else sched.default_interval
     timeout = common.timeout if common.timeout is not None else min(sched.default_timeout, interval)
+    share = getattr(cls, "interval_share", None)
+    if common.timeout is None and share:
+        timeout = max(timeout, share * interval)
     if interval <= 0:
         return None, [Problem(f"{where}.interval", "interval must be more than 0", "e.g. interval: 60s")]
     if timeout <= 0 or timeout > interval:

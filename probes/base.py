@@ -129,6 +129,9 @@ class Probe(ABC):
 
     kind: ClassVar[str]
     config_model: ClassVar[type[ProbeConfig]]
+    #: Without a ``timeout`` in its entry, a run may take this share of the interval when that is
+    #: more than the scheduler's default timeout (a slow device's paced SNMP walk); None: the default.
+    interval_share: ClassVar[float | None] = None
 
     def __init__(self, config: ProbeConfig, *, name: str, timeout_s: float = 10.0) -> None:
         self.config = config

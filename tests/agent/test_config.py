@@ -42,6 +42,26 @@ def test_good_config_loads_with_defaults(tmp_path: Path) -> None:
     assert cfg.agent.tags == {"county": "east"}
 
 
+def test_snmp_may_take_most_of_its_interval_unless_told(tmp_path: Path) -> None:
+    """A slow switch's paced walk needs ~45 s (issue 12): SNMP entries default to 0.9 × interval
+    when that is longer than the 10 s default; an explicit timeout, and other kinds, stay as told."""
+    text = GOOD + (
+        "  - {type: snmp, name: sw, host: 127.0.0.1, community_env: X_COMMUNITY}\n"
+        "  - {type: snmp, name: sw-fast, host: 127.0.0.1, community_env: X_COMMUNITY, interval: 5s}\n"
+        "  - {type: snmp, name: sw-told, host: 127.0.0.1, community_env: X_COMMUNITY, timeout: 20s}\n"
+    )
+    import os
+
+    os.environ["X_COMMUNITY"] = "public"
+    try:
+        cfg = config.load(_write(tmp_path, text))
+    finally:
+        del os.environ["X_COMMUNITY"]
+    got = {e.name: e.timeout_s for e in cfg.probes}
+    # 0.9 × 60 s; 5 s interval: min(10, 5) = 5 > 4.5; told 20 s; tcp keeps 10 s
+    assert got == {"127.0.0.1": 10.0, "portal-port": 10.0, "sw": 54.0, "sw-fast": 5.0, "sw-told": 20.0}
+
+
 @pytest.mark.parametrize(
     ("text", "key", "fix"),
     [
