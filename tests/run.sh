@@ -16,8 +16,10 @@ echo "mypy: $("$ROOT/.venv/bin/python" -m mypy --version)" >&2
 "$ROOT/.venv/bin/python" -m mypy
 set +e
 # Parallel (pytest-xdist): most tests wait on real processes, not the CPU. NETWATCH_TEST_WORKERS=0
-# runs them in one process; --dist loadgroup keeps tests that share fixed ports (the demo's) together.
-"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NETWATCH_TEST_WORKERS:-3}" --dist loadgroup "$@"
+# runs them in one process. --dist loadfile keeps each file on one worker, so a module's one real
+# run (the demo's, on fixed ports; the dashboards') happens once. (loadgroup's xdist_group marks
+# are not honoured with pytest 9: a file's tests were spread over workers and two demos collided.)
+"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NETWATCH_TEST_WORKERS:-3}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

@@ -24,7 +24,7 @@ from dashboards.definitions import AGENTS, CITY, DEVICE, PORTALS, ROOM, SITE
 from dashboards.model import VARIABLE_TAGS, Dashboard, Query
 from dashboards.queries import ALL_VALUE, Flavour, influxql, promql, variable_query
 
-# One real run for the module: keep its tests on one pytest-xdist worker (--dist loadgroup).
+# One real run for the module: keep its tests on one pytest-xdist worker (tests/run.sh: --dist loadfile).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dashboards-run")]
 
 #: the run's topology (tests/e2e/dashrun.py): site -> county stamped by the centre

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var" / "demo"
-# The demo binds fixed ports: its tests share one pytest-xdist worker (--dist loadgroup).
+# The demo binds fixed ports: its tests share one pytest-xdist worker (tests/run.sh: --dist loadfile).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("demo-ports")]
 
 #: portal, broker, API, Modbus, notice sink, East County's uplink (TCP); snmpsim (UDP)
