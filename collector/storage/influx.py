@@ -28,6 +28,7 @@ import os
 import re
 import time
 import urllib.parse
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import urllib3
@@ -59,7 +60,7 @@ class _Refused(Exception):
         self.retry_after = retry_after
 
 
-class _LineSink:
+class _LineSink(ABC):
     """What both write APIs share: encoding, requests of ``batch_size`` lines, the 413 split and
     what each answer means for the caller (see the module docstring)."""
 
@@ -97,12 +98,13 @@ class _LineSink:
         for start in range(0, len(lines), self.batch_size):
             yield lines[start : start + self.batch_size]
 
+    @abstractmethod
     def _where(self) -> str:
-        raise NotImplementedError
+        """Where the lines go, for messages (no secret in it)."""
 
+    @abstractmethod
     def _post(self, body: bytes) -> None:
         """Send one request; raise _Refused for a non-2xx answer."""
-        raise NotImplementedError
 
     def _refused_lines(self, refusal: _Refused, lines: list[str]) -> int:
         """How many of ``lines`` a 4xx refusal left unstored (the rest are stored)."""
