@@ -46,6 +46,7 @@ class Publisher:
         self._acks: list[int] = []  # acknowledged, not yet removed from the spool
         self._bucket = TokenBucket(float(cfg.publish.drain_rate))
         self._first_failure_logged = False
+        self._stopped = False
         # counters, reported in the agent's own metrics
         self.published = 0
         self.acked = 0
@@ -93,7 +94,13 @@ class Publisher:
     # -- paho callbacks (network thread) -> hop onto the asyncio loop ------------------
     def _call(self, fn: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(self._hop, fn, *args)
+
+    def _hop(self, fn: Any, *args: Any) -> None:
+        # A callback from paho's thread can be queued just before stop() and run after it, when the
+        # spool is closed (an agent stopping while its connection comes up): nothing is left to do.
+        if not self._stopped:
+            fn(*args)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
@@ -244,6 +251,7 @@ class Publisher:
         return False
 
     def stop(self) -> None:
+        self._stopped = True
         if self.connected:
             info = self.client.publish(self.topics["status"], self._status_payload("offline"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):

@@ -56,3 +56,25 @@ def test_unlimited_rate_sends_everything(tmp_path: Path) -> None:
     assert sent == ["b0", "b1", "b2", "b3", "b4"]
     pub._fill()
     assert len(sent) == 5  # in flight: not sent twice
+
+
+def test_a_connect_arriving_after_stop_is_ignored(tmp_path: Path) -> None:
+    """paho's thread may queue the connect hop just before stop(); it runs after the agent closed
+    its spool (seen in the soak: 'Cannot operate on a closed database' from _connected)."""
+    import asyncio
+
+    pub, _ = _publisher(tmp_path, "0")
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        pub._loop = loop
+        pub._wake = asyncio.Event()
+        pub._call(pub._connected)  # queued by the network thread...
+        pub.stop()  # ...the agent stops...
+        pub.spool.close()  # ...and closes its spool before the loop runs the hop
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert errors == [] and not pub.connected
