@@ -76,6 +76,7 @@ class LinkProxy:
             except OSError:
                 c.close()
                 continue
+            b.settimeout(None)  # the 2 s were for connecting: an idle MQTT link is quiet for a keepalive
             with self._lock:
                 self._conns += [c, b]
             for src, dst in ((c, b), (b, c)):
