@@ -35,9 +35,11 @@ _READ_SIZE = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: ([^\r\n]*))?\r?\n")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CHUNK_SIZE = re.compile(rb"\s*([0-9A-Fa-f]{1,16})\s*(?:;[^\r\n]*)?\r?\n")
-# Everything printable in ASCII is sent as written (the query stays exactly as configured); only
-# spaces, control characters and non-ASCII text are percent-encoded, as they cannot go on the wire.
-_URL_SAFE = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+# Path and query go as written, existing %-escapes included; only what a browser would also
+# percent-encode is (WHATWG URL's path and query sets: space, control characters, non-ASCII text,
+# and " < > in both, ` { } in the path), as strict servers refuse those raw.
+_PATH_SAFE = "!#$%&'()*+,-./:;=?@[\\]^_|~"
+_QUERY_SAFE = _PATH_SAFE + "`{}"
 
 
 class HttpError(Exception):
@@ -154,17 +156,27 @@ def _target(url: str, where: str) -> _Target:
     default = _DEFAULT_PORT[parts.scheme]
     shown_host = f"[{host}]" if ":" in host else host
     host_header = shown_host if port in (None, default) else f"{shown_host}:{port}"
-    path = quote(parts.path or "/", safe=_URL_SAFE)
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        path += "?" + quote(parts.query, safe=_URL_SAFE)
-    auth = None
-    if parts.username is not None:
-        userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        auth = "Basic " + base64.b64encode(userinfo.encode("utf-8")).decode("ascii")
-    return _Target(parts.scheme, host, port or default, host_header, path, auth)
+        path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    return _Target(parts.scheme, host, port or default, host_header, path, basic_auth(url))
+
+
+def basic_auth(url: str) -> str | None:
+    """The ``Authorization`` value made from the URL's user info (percent-decoded), or None."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.username is None:
+        return None
+    userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(userinfo.encode("utf-8")).decode("ascii")
 
 
 def _head_bytes(method: str, target: _Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
+    if not _TOKEN.fullmatch(method.encode("latin-1", "replace")):
+        raise HttpError(f"{method[:20]!r} is not an HTTP method")
     fields: dict[str, tuple[str, str]] = {}  # lower name -> (name as given, value)
 
     def put(name: str, value: str) -> None:
@@ -289,6 +301,8 @@ def _show(raw: bytes) -> str:
 
 def _framing(status: int, method: str, headers: Headers) -> tuple[bool, int | None, str | None]:
     """(chunked, content length, content coding) of the body, per RFC 9112 6.3."""
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return False, 0, None
     coding = (headers.get("content-encoding") or "").lower()
     codings = [c.strip() for c in coding.split(",") if c.strip() and c.strip() != "identity"]
     if len(codings) > 1:
@@ -301,8 +315,6 @@ def _framing(status: int, method: str, headers: Headers) -> tuple[bool, int | No
             f"the server sent Content-Encoding {content_coding!r}, which the probe does not decode "
             "(it asks for gzip or deflate)"
         )
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        return False, 0, content_coding
     transfer = [c.strip().lower() for c in (headers.get("transfer-encoding") or "").split(",") if c.strip()]
     if transfer:
         if transfer[-1] != "chunked":
@@ -376,6 +388,7 @@ async def _exchange(
     ssl_context: ssl.SSLContext,
     max_body_bytes: int,
     where: str,
+    follow_redirects: bool,
 ) -> tuple[int, str, Headers, bytes, bool, float | None]:
     tls = target.scheme == "https"
     try:
@@ -409,13 +422,16 @@ async def _exchange(
                 raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
             if status == 101:
                 raise ProtocolError("the server switched protocols (101) on a plain request")
-            chunked, length, coding = _framing(status, method, headers)
-            data, capped = await _read_body(conn, chunked, length, coding, max_body_bytes)
+            if follow_redirects and status in REDIRECT_CODES and "location" in headers:
+                data, capped = b"", False  # the body of a redirect that is followed is of no interest
+            else:
+                chunked, length, coding = _framing(status, method, headers)
+                data, capped = await _read_body(conn, chunked, length, coding, max_body_bytes)
+                clean = not capped
         except ssl.SSLError as e:
             raise ProtocolError(f"TLS error while talking to {target.host_header}: {e}") from e
         except OSError as e:
             raise ProtocolError(f"connection to {target.host_header} lost: {e.strerror or e}") from e
-        clean = not capped
     except HttpError as e:
         e.where = where
         raise
@@ -485,7 +501,7 @@ async def request(
     for hop in range(max_redirects + 1):
         head = _head_bytes(method, target, sent, body)
         status, reason, got, data, capped, days = await _exchange(
-            method, target, head, body, ssl_context, max_body_bytes, where
+            method, target, head, body, ssl_context, max_body_bytes, where, follow_redirects
         )
         location = _location(got) if follow_redirects and status in REDIRECT_CODES else None
         if location is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from probes.base import Probe
-from probes.http.client import ConnectError, HttpError, Response, request
+from probes.http.client import ConnectError, HttpError, Response, basic_auth, request
 from probes.http.config import REDACTED, SECRET_PARAM, HttpConfig, redact_url, url_secrets
 from probes.model import Sample, Status, clean_fields, status_sample
 from probes.tls import client_context, describe_tls_error, shared_client_context
@@ -161,6 +161,8 @@ class HttpProbe(Probe):
         where = f"http {self.target}"
         tags = {"target": self.target, "url": cfg.shown_url}
         secrets = url_secrets(cfg.url) + url_secrets(self.name)
+        if auth := basic_auth(cfg.url):  # its base64 form too, should a server echo it back
+            secrets.append(auth.removeprefix("Basic "))
         try:
             headers = cfg.request_headers()
         except ValueError as e:  # a header's variable or file is gone: says which, never a value

@@ -171,7 +171,10 @@ async def test_body_until_close_without_length(web: Scripted) -> None:
 async def test_head_204_and_304_have_no_body_even_with_the_connection_left_open(web: Scripted) -> None:
     # Content-Length on a HEAD answer is the GET body's length; no body follows. The server keeps
     # the connection open: a client waiting for those 5000 bytes would hang to the timeout.
-    web.routes["/page"] = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", hold_open=True)
+    # (its Content-Encoding names a coding the client cannot decode: no body, so no matter)
+    web.routes["/page"] = Reply(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nContent-Encoding: br\r\n\r\n", hold_open=True
+    )
     web.routes["/nothing"] = Reply(b"HTTP/1.1 204 No Content\r\n\r\n", hold_open=True)
     web.routes["/same"] = Reply(b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n', hold_open=True)
     head = await get(web.base + "/page", method="HEAD")
@@ -306,6 +309,11 @@ async def test_probe_reports_a_broken_server_as_down_with_the_reason(web: Script
         f"http http://{host}/?token=***: not an HTTP/1.x response: status line '\\x16\\x03\\x01 not http at all'"
     )
     assert "pw-0815-secret" not in repr(status) and "tok-4711" not in repr(status)
+    # a server that echoes the Basic credentials back in its garbage: they are scrubbed too
+    echoed = base64.b64encode(b"ops:pw-0815-secret")
+    web.routes["/"] = Reply(b"Basic " + echoed + b"\r\n", hold_open=True)
+    (status,) = await HttpProbe(HttpConfig.model_validate({"url": url}), name="portal", timeout_s=3).collect()
+    assert status.fields["error"] == "http portal: not an HTTP/1.x response: status line 'Basic ***'"
 
 
 # --- requests: what the server received -----------------------------------------------------------------
@@ -316,13 +324,13 @@ async def test_request_line_headers_auth_and_body_as_sent(web: Scripted) -> None
     host = web.base.removeprefix("http://")
     # user info is percent-decoded before it becomes Basic auth; the query goes exactly as written
     await get(
-        f"http://op%40county:p%3Ass%20w@{host}/p?a=1&b=%2F&c=x y#frag",
+        f"http://op%40county:p%3Ass%20w@{host}/p?a=1&b=%2F&c=x y&d={{q}}#frag",
         method="post",
         headers={"User-Agent": "netwatch-test", "Content-Type": "application/x-www-form-urlencoded"},
         body="q=县".encode(),
     )
     got = web.received[-1]
-    assert (got.method, got.target) == ("POST", "/p?a=1&b=%2F&c=x%20y")
+    assert (got.method, got.target) == ("POST", "/p?a=1&b=%2F&c=x%20y&d={q}")
     assert got.headers["authorization"] == "Basic " + base64.b64encode(b"op@county:p:ss w").decode()
     assert got.headers["host"] == host and got.headers["connection"] == "close"
     assert got.headers["user-agent"] == "netwatch-test"
@@ -337,6 +345,9 @@ def test_url_to_target_ipv6_default_ports_and_idna() -> None:
     t = client._target("http://Portal.Example:80", "")
     assert (t.port, t.host_header, t.path) == (80, "portal.example", "/")
     assert client._target("http://政府.cn/", "").host == "xn--mxtq1m.cn"
+    # what a browser percent-encodes is encoded; the rest, escapes included, goes as written
+    t = client._target('http://h/a b/{x}"/%41/通知?q="县"&r={1}|2', "")
+    assert t.path == "/a%20b/%7Bx%7D%22/%41/%E9%80%9A%E7%9F%A5?q=%22%E5%8E%BF%22&r={1}|2"
     with pytest.raises(HttpError, match="bad URL"):
         client._target("http://h:99999/", "")
 
@@ -344,6 +355,7 @@ def test_url_to_target_ipv6_default_ports_and_idna() -> None:
 async def test_a_header_value_with_a_line_break_is_refused_before_sending(web: Scripted) -> None:
     text = await failure(web.base + "/", headers={"X-Token": "abc\r\nX-Injected: 1"})
     assert text == "request header X-Token has a line break in its value"
+    assert await failure(web.base + "/", method="GET / HTTP/1.0\r\n") == "'GET / HTTP/1.0\\r\\n' is not an HTTP method"
     assert web.received == []
 
 
@@ -355,7 +367,10 @@ async def test_redirect_chain_relative_then_to_another_host_drops_authorization(
 ) -> None:
     a = await servers()
     b = await servers(host="127.0.0.2")  # another host on the loopback
-    a.routes["/start"] = Reply(b"HTTP/1.1 301 Moved\r\nLocation: /dir/step\r\nContent-Length: 0\r\n\r\n")
+    # a redirect's body is not read when it is followed: this one never comes
+    a.routes["/start"] = Reply(
+        b"HTTP/1.1 301 Moved\r\nLocation: /dir/step\r\nContent-Length: 100000\r\n\r\n", hold_open=True
+    )
     a.routes["/dir/step"] = Reply(b"HTTP/1.1 302 Found\r\nLocation: next?x=1\r\nContent-Length: 3\r\n\r\nabc")
     a.routes["/dir/next"] = Reply(f"HTTP/1.1 307 Temporary\r\nLocation: {b.base}/final\r\n\r\n".encode())
     b.routes["/final"] = ok(PAGE)
