@@ -34,6 +34,7 @@ _DEFAULT_PORT = {"http": 80, "https": 443}
 _READ_SIZE = 64 * 1024
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: ([^\r\n]*))?\r?\n")
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # a Content-Length: ASCII digits, below 10**18
 _CHUNK_SIZE = re.compile(rb"\s*([0-9A-Fa-f]{1,16})\s*(?:;[^\r\n]*)?\r?\n")
 # Path and query go as written, existing %-escapes included; only what a browser would also
 # percent-encode is (WHATWG URL's path and query sets: space, control characters, non-ASCII text,
@@ -325,7 +326,7 @@ def _framing(status: int, method: str, headers: Headers) -> tuple[bool, int | No
     lengths = {v.strip() for v in ",".join(headers.get_all("content-length")).split(",") if v.strip()}
     if not lengths:
         return False, None, content_coding
-    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+    if len(lengths) > 1 or not _DIGITS.fullmatch(next(iter(lengths))):
         raise ProtocolError(f"invalid Content-Length {', '.join(sorted(lengths))[:40]!r}")
     return False, int(next(iter(lengths))), content_coding
 
@@ -506,7 +507,12 @@ async def request(
         location = _location(got) if follow_redirects and status in REDIRECT_CODES else None
         if location is None:
             return Response(status, reason, got, data, capped, url, days, hop)
-        next_url = urljoin(url, location)
+        try:
+            next_url = urljoin(url, location)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise ProtocolError(
+                f"HTTP {status} with a Location that is not a URL: {_show(location.encode('latin-1', 'replace'))}"
+            ) from None
         where = f"redirected to {redact_url(next_url)}: "
         next_target = _target(next_url, where)
         if not _same_origin(target, next_target):

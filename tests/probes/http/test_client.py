@@ -8,6 +8,7 @@ import asyncio
 import base64
 import gzip
 import hashlib
+import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from probe_certs import CertPair
 
 from probes.http import client
@@ -229,6 +232,9 @@ async def test_folded_and_repeated_headers(web: Scripted) -> None:
     # two different Content-Length values: which body is it? Refused.
     web.routes["/two"] = Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
     assert "invalid Content-Length '3, 4'" in await failure(web.base + "/two")
+    for bad in ("9" * 5000, "²", "-1", "0x10"):  # too long for int(), a Latin-1 "digit", a sign, hex
+        web.routes["/odd"] = Reply(f"HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\nabcd".encode("latin-1"))
+        assert "invalid Content-Length" in await failure(web.base + "/odd")
 
 
 # --- content coding -----------------------------------------------------------------------------------
@@ -350,6 +356,10 @@ def test_url_to_target_ipv6_default_ports_and_idna() -> None:
     assert t.path == "/a%20b/%7Bx%7D%22/%41/%E9%80%9A%E7%9F%A5?q=%22%E5%8E%BF%22&r={1}|2"
     with pytest.raises(HttpError, match="bad URL"):
         client._target("http://h:99999/", "")
+    unresolved = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert client._os_error_text(unresolved, client._target("http://portal.invalid:8080/", "")) == (
+        "cannot resolve host portal.invalid: Name or service not known — check the name and this node's DNS"
+    )
 
 
 async def test_a_header_value_with_a_line_break_is_refused_before_sending(web: Scripted) -> None:
@@ -425,8 +435,6 @@ async def test_redirect_loop_stops_after_ten_hops(web: Scripted) -> None:
 
 
 async def test_redirect_to_a_closed_port_names_the_hop(web: Scripted) -> None:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -474,3 +482,63 @@ async def test_gbk_page_with_meta_charset_fingerprints_as_its_text(web: Scripted
     normalised_by_hand = '<html><head><meta charset="gbk"></head> <body> 县人民政府 通知 </body></html>'
     assert got.sha256 == hashlib.sha256(normalised_by_hand.encode("utf-8")).hexdigest()
     assert got.content_bytes == len(text.encode("gbk")) and got.normalised_chars == len(normalised_by_hand)
+
+
+# --- anything a server may send ---------------------------------------------------------------------------
+
+_HEADER_LINES = st.sampled_from(
+    [
+        b"Content-Length: 0",
+        b"Content-Length: 5",
+        b"Content-Length: 400",
+        b"Content-Length: -3",
+        b"Transfer-Encoding: chunked",
+        b"Transfer-Encoding: gzip",
+        b"Content-Encoding: gzip",
+        b"Content-Encoding: deflate",
+        b"Content-Encoding: br",
+        b"Content-Type: text/html; charset=gbk",
+        b"Location: /again?x=1",
+        b"Location: http://[::1",
+        b"  folded",
+        b"no colon",
+        b"X-Empty:",
+    ]
+)
+_RESPONSES = st.one_of(
+    st.binary(max_size=300),
+    st.builds(
+        lambda status, lines, body: status + b"".join(x + b"\r\n" for x in lines) + b"\r\n" + body,
+        st.sampled_from(
+            [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 302 Found\r\n", b"HTTP/1.1 100 Continue\r\n", b"HTTP/1.1 204\n"]
+        ),
+        st.lists(_HEADER_LINES, max_size=5),
+        st.one_of(
+            st.binary(max_size=200),
+            st.just(gzip.compress(PAGE)),
+            st.just(b"5\r\nhello\r\n0\r\n\r\n"),
+            st.just(b"\xff\r\nx\r\n"),
+        ),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reply=_RESPONSES, method=st.sampled_from(["GET", "HEAD"]), follow=st.booleans())
+@example(reply=b"HTTP/1.1 302 Found\r\nLocation: http://[::1\r\n\r\n", method="GET", follow=True)
+@example(reply=b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", method="GET", follow=False)
+def test_any_reply_gives_a_response_or_an_http_error(reply: bytes, method: str, follow: bool) -> None:
+    """Whatever the bytes, the client returns a Response within the cap or raises HttpError: nothing
+    else escapes to the probe, nothing hangs (the server closes after its reply)."""
+
+    async def once() -> None:
+        run = await _start(Scripted(routes={"/": Reply(reply), "/again": Reply(reply)}))
+        try:
+            resp = await get(run.script.base + "/", method=method, follow_redirects=follow, max_body_bytes=64)
+        except HttpError:
+            return
+        finally:
+            await _stop(run)
+        assert len(resp.body) <= 64 and 100 <= resp.status_code <= 999
+
+    asyncio.run(once())
