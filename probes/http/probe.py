@@ -1,4 +1,4 @@
-"""Fetch one URL with httpx: status, time, size, body regex, certificate days left and a
+"""Fetch one URL with the probe's own HTTP/1.1 client (``client.py``): status, time, size, body regex, certificate days left and a
 normalised content fingerprint compared with an operator-approved baseline (tamper detection)."""
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
-
 from probes.base import Probe
+from probes.http.client import ConnectError, HttpError, Response, basic_auth, request
 from probes.http.config import REDACTED, SECRET_PARAM, HttpConfig, redact_url, url_secrets
 from probes.model import Sample, Status, clean_fields, status_sample
-from probes.tls import client_context, describe_tls_error, peer_cert_days_left, shared_client_context
+from probes.tls import client_context, describe_tls_error, shared_client_context
 
 MEASUREMENT = "http"
 _WHITESPACE = re.compile(r"\s+")
@@ -53,8 +52,8 @@ class Fetched:
     cert_days_left: float | None
 
 
-def _charset(response: httpx.Response, body: bytes) -> str:
-    declared = response.charset_encoding
+def _charset(response: Response, body: bytes) -> str:
+    declared = response.charset
     if not declared and (m := _META_CHARSET.search(body[:4096])):
         declared = m.group(1).decode("ascii")
     try:
@@ -63,30 +62,26 @@ def _charset(response: httpx.Response, body: bytes) -> str:
         return "utf-8"
 
 
-async def fetch(
-    cfg: HttpConfig, ctx: ssl.SSLContext, timeout_s: float, headers: dict[str, str] | None = None
-) -> Fetched:
+async def fetch(cfg: HttpConfig, ctx: ssl.SSLContext, headers: dict[str, str] | None = None) -> Fetched:
     """One request with a fresh connection (so connect and TLS are measured every time), the
     body read up to ``max_body_bytes``. Environment proxies are not used: the probe measures
-    the path from this node. Credentials in the URL go as Basic auth (httpx takes them from it)."""
+    the path from this node. Credentials in the URL go as Basic auth. The time limit is the
+    caller's (``asyncio.timeout``). Raises :class:`~probes.http.client.HttpError`."""
     if headers is None:
         headers = cfg.request_headers()
-    async with httpx.AsyncClient(
-        verify=ctx, follow_redirects=cfg.follow_redirects, timeout=timeout_s, trust_env=False
-    ) as client:
-        start = time.perf_counter()
-        async with client.stream(cfg.method, cfg.url, headers=headers, content=cfg.body) as resp:
-            stream = resp.extensions.get("network_stream")
-            days = peer_cert_days_left(stream.get_extra_info("ssl_object")) if stream is not None else None
-            body = bytearray()
-            async for chunk in resp.aiter_bytes():
-                body += chunk
-                if len(body) >= cfg.max_body_bytes:
-                    del body[cfg.max_body_bytes :]
-                    break
-            elapsed_ms = (time.perf_counter() - start) * 1000.0
-    raw = bytes(body)
-    return Fetched(resp.status_code, raw, raw.decode(_charset(resp, raw), "replace"), elapsed_ms, days)
+    start = time.perf_counter()
+    resp = await request(
+        cfg.method,
+        cfg.url,
+        ssl_context=ctx,
+        headers=headers,
+        body=cfg.body.encode("utf-8") if cfg.body is not None else None,
+        follow_redirects=cfg.follow_redirects,
+        max_body_bytes=cfg.max_body_bytes,
+    )
+    elapsed_ms = (time.perf_counter() - start) * 1000.0
+    raw = resp.body
+    return Fetched(resp.status_code, raw, raw.decode(_charset(resp, raw), "replace"), elapsed_ms, resp.cert_days_left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +98,13 @@ class PageFingerprint:
 async def fingerprint_url(target: HttpConfig | str, *, timeout_s: float = 10.0) -> PageFingerprint:
     """Fetch a URL now and fingerprint it with the config's ignore patterns (none for a bare URL).
 
-    Raises ``httpx.HTTPError`` or ``TimeoutError`` when the page cannot be fetched: a CLI wants
+    Raises :class:`~probes.http.client.HttpError` or ``TimeoutError`` when the page cannot be fetched: a CLI wants
     the reason, not a Sample.
     """
     cfg = target if isinstance(target, HttpConfig) else HttpConfig.model_validate({"url": target})
     ctx = client_context(verify=cfg.verify_tls, ca_file=cfg.ca_file)
     async with asyncio.timeout(timeout_s):
-        got = await fetch(cfg, ctx, timeout_s)
+        got = await fetch(cfg, ctx)
     ignore = cfg.fingerprint.ignore
     return PageFingerprint(
         redact_url(cfg.url),
@@ -123,17 +118,15 @@ async def fingerprint_url(target: HttpConfig | str, *, timeout_s: float = 10.0) 
 # --- the probe -----------------------------------------------------------------------------------
 
 
-def _describe(e: BaseException) -> str:
-    """httpx wraps the OS or TLS error; the innermost one says what really failed."""
-    cause: BaseException = e
-    while (inner := cause.__cause__ or cause.__context__) is not None:
-        cause = inner
-    if isinstance(cause, ssl.SSLError):
-        return describe_tls_error(cause, ca_hint=True)
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused — is the web server running on that port?"
-    text = str(cause) or type(cause).__name__
-    return f"{type(e).__name__}: {text}" if cause is not e else text
+def _describe(e: HttpError) -> str:
+    """The client's message; a failed handshake or a refused connection in the operator's words
+    (``where`` names the redirect hop when it was not the first request)."""
+    cause = e.__cause__
+    if isinstance(e, ConnectError) and isinstance(cause, ssl.SSLError):
+        return e.where + describe_tls_error(cause, ca_hint=True)
+    if isinstance(e, ConnectError) and isinstance(cause, ConnectionRefusedError):
+        return e.where + "connection refused — is the web server running on that port?"
+    return str(e)
 
 
 #: inline headers whose values are scrubbed from messages too (env/file ones always are)
@@ -168,6 +161,8 @@ class HttpProbe(Probe):
         where = f"http {self.target}"
         tags = {"target": self.target, "url": cfg.shown_url}
         secrets = url_secrets(cfg.url) + url_secrets(self.name)
+        if auth := basic_auth(cfg.url):  # its base64 form too, should a server echo it back
+            secrets.append(auth.removeprefix("Basic "))
         try:
             headers = cfg.request_headers()
         except ValueError as e:  # a header's variable or file is gone: says which, never a value
@@ -175,10 +170,10 @@ class HttpProbe(Probe):
         secrets += [v for k, v in headers.items() if k not in cfg.headers or _SECRET_HEADER.search(k)]
         try:
             async with asyncio.timeout(self.budget_s):
-                got = await fetch(cfg, self._ssl, self.budget_s, headers)
+                got = await fetch(cfg, self._ssl, headers)
         except TimeoutError:
             return [self._status("down", f"{where}: no complete response within {self.budget_s:g} s", t0)]
-        except httpx.HTTPError as e:
+        except HttpError as e:
             # an error may quote the URL or a header: never the secret parts of either
             return [self._status("down", scrub(f"{where}: {_describe(e)}", secrets), t0)]
 

@@ -111,6 +111,8 @@ def installed(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Install
     # the agent's dependencies, not the collector's
     assert any(n.startswith("paho_mqtt-") for n in names) and any(n.startswith("pymodbus-") for n in names)
     assert not any(n.startswith(("fastapi-", "amqtt-", "influxdb_client-", "uvicorn-", "apprise-")) for n in names)
+    # the http probe has its own client (issue 12): no httpx and what it brings
+    assert not any(n.startswith(("httpx-", "httpcore-", "anyio-", "h11-", "certifi-")) for n in names)
     prefix, state, units, users = work / "opt/netwatch", work / "var/lib/netwatch-agent", work / "units", work / "users"
     state.mkdir(parents=True)
     (users / "etc").mkdir(parents=True)
