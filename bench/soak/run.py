@@ -638,7 +638,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=150)
     ap.add_argument("--counties", type=int, default=10)
-    ap.add_argument("--series", type=int, default=40, help="switch ports per township (2 fields each)")
+    ap.add_argument("--series", type=int, default=84, help="switch ports per township (2 fields each)")
     ap.add_argument("--interval", type=float, default=15.0, help="probe interval, s")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--fault-every", type=float, default=180.0, help="seconds between faults")

@@ -23,7 +23,7 @@ PORTS_PER_DEVICE = 8
 
 
 class SoakConfig(ProbeConfig):
-    series: int = 40
+    series: int = 84
     runlog: str
 
 
