@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import http.client
-import http.server
 import json
 import os
 import platform
@@ -42,7 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))  # before tests/: its collector/ and agent/ folders are test packages
 
 from e2e.procs import CollectorProc, Proc  # noqa: E402
-from e2e.rig import LinkProxy  # noqa: E402
+from e2e.rig import LinkProxy, StoreProxy  # noqa: E402
 from services import free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
 from soak_probe import FIELDS, MEASUREMENT, port_name, values  # noqa: E402
 
@@ -53,78 +51,28 @@ MIB = 1024 * 1024
 # ------------------------------------------------------------------------------------ the store link
 
 
-class StoreLink:
-    """An HTTP proxy between the collector and VictoriaMetrics. It counts, per soak line (series and
-    millisecond), how many writes holding it the store acknowledged — a second acknowledged write
-    of a line is a duplicate whatever the store does with it — and can be cut (connections closed
-    unanswered, like a link to the store going down)."""
+class StoreLink(StoreProxy):
+    """The collector's link to VictoriaMetrics. It counts, per soak line (series and millisecond),
+    how many writes holding it the store acknowledged — a second acknowledged write of a line is a
+    duplicate whatever the store does with it — and can be cut (``StoreProxy.cut``)."""
 
-    def __init__(self, backend_port: int) -> None:
-        self.backend = ("127.0.0.1", backend_port)
+    def __init__(self, backend_url: str) -> None:
+        super().__init__(backend_url)
         self.acked: Counter[bytes] = Counter()
-        self.writes = 0
-        self.refused = 0  # requests dropped while cut
-        self.up = threading.Event()
-        self.up.set()
-        self._lock = threading.Lock()
-        prefix = MEASUREMENT.encode() + b","
-        link = self
+        self._prefix = MEASUREMENT.encode() + b","
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if not link.up.is_set():
-                    with link._lock:
-                        link.refused += 1
-                    self.close_connection = True
-                    return
-                try:
-                    c = http.client.HTTPConnection(*link.backend, timeout=30)
-                    c.request(
-                        self.command, self.path, body, {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                    )
-                    r = c.getresponse()
-                    status, data, ctype = r.status, r.read(), r.getheader("Content-Type") or "text/plain"
-                    c.close()
-                except OSError as e:
-                    status, data, ctype = 503, f"backend down: {e}".encode(), "text/plain"
-                if "write" in self.path and 200 <= status < 300:
-                    keys = []
-                    for line in body.splitlines():
-                        if line.startswith(prefix):
-                            series, _, rest = line.partition(b" ")
-                            keys.append(series + b" " + rest.rpartition(b" ")[2])
-                    with link._lock:
-                        link.writes += 1
-                        link.acked.update(keys)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    self.close_connection = True
-
-            do_GET = do_POST = _relay
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def on_acked_write(self, body: bytes) -> None:
+        keys = []
+        for line in body.splitlines():
+            if line.startswith(self._prefix):
+                series, _, rest = line.partition(b" ")
+                keys.append(series + b" " + rest.rpartition(b" ")[2])
+        with self._lock:
+            self.acked.update(keys)
 
     def twice(self) -> int:
         with self._lock:
             return sum(1 for n in self.acked.values() if n > 1)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ------------------------------------------------------------------------------------------ the rig
@@ -180,7 +128,7 @@ class Soak:
         self.events: list[Event] = []
         self.broker = start_mosquitto(w / "broker")
         self.vm = start_victoria_metrics(w / "vm", dedup=None)  # keeps every duplicate
-        self.link = StoreLink(self.vm.port)
+        self.link = StoreLink(self.vm.url)
         self.proxies = [LinkProxy(self.broker.port) for _ in range(o.counties)]
         self.api_port = free_port()
         self.runlog = w / "runs.log"
@@ -304,9 +252,9 @@ class Soak:
             ev.what = f"VictoriaMetrics stopped (SIGTERM) for {down:.0f} s"
         elif fault == "store-link-cut":
             down = min(90.0, budget_s * 0.5)
-            self.link.up.clear()
+            self.link.cut()
             time.sleep(down)
-            self.link.up.set()
+            self.link.restore()
             ev.what = f"collector → VictoriaMetrics link cut for {down:.0f} s"
         elif fault == "broker-restart":
             self.broker.stop()

@@ -117,25 +117,21 @@ class LinkProxy:
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
 
 
-class CountingSink:
-    """An HTTP proxy in front of VictoriaMetrics that counts, per (metric, labels, ms), how many
-    times a write of that point was acknowledged by the store — independent of the collector's
-    own account. ``hold()`` makes it keep the store's next write acknowledgement back (the store
-    has the points; the collector does not know) until ``release()``: the window in which a
-    crash or a timeout used to mean a second copy."""
+class StoreProxy:
+    """An HTTP relay in front of VictoriaMetrics. Subclasses watch what passes: ``on_request`` sees
+    every request, ``on_acked_write`` the body of every write the store acknowledged (in the
+    request's own thread, before the answer goes back: it may hold the answer). ``cut()`` closes
+    requests unanswered until ``restore()``, like the link to the store going down."""
 
     def __init__(self, backend_url: str) -> None:
         host, port = backend_url.removeprefix("http://").split(":")
         self.backend = (host, int(port))
-        self.acked: Counter[PointKey] = Counter()
         self.writes = 0  # write requests the store acknowledged
-        self.checks = 0  # export requests (the collector asking what the store holds)
-        self.held_points: set[PointKey] = set()
-        self.held = threading.Event()
-        self._hold: str | None = None
-        self._release = threading.Event()
+        self.refused = 0  # requests closed unanswered while cut
+        self.up = threading.Event()
+        self.up.set()
         self._lock = threading.Lock()
-        rig = self
+        proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -145,8 +141,13 @@ class CountingSink:
 
             def _relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not proxy.up.is_set():
+                    with proxy._lock:
+                        proxy.refused += 1
+                    self.close_connection = True
+                    return
                 try:
-                    c = http.client.HTTPConnection(*rig.backend, timeout=30)
+                    c = http.client.HTTPConnection(*proxy.backend, timeout=30)
                     c.request(
                         self.command, self.path, body, {k: v for k, v in self.headers.items() if k.lower() != "host"}
                     )
@@ -155,21 +156,11 @@ class CountingSink:
                     c.close()
                 except OSError as e:
                     status, data, ctype = 503, f"backend down: {e}".encode(), "text/plain"
-                if "/export" in self.path:
-                    with rig._lock:
-                        rig.checks += 1
+                proxy.on_request(self.path)
                 if "write" in self.path and 200 <= status < 300:
-                    keys = [k for line in body.decode().splitlines() if line.strip() for k in _points(line)]
-                    with rig._lock:
-                        rig.writes += 1
-                        rig.acked.update(keys)
-                        hold = rig._hold is not None and any(("agent", rig._hold) in k[1] for k in keys)
-                        if hold:
-                            rig._hold = None
-                            rig.held_points.update(keys)
-                    if hold:
-                        rig.held.set()
-                        rig._release.wait(60)
+                    with proxy._lock:
+                        proxy.writes += 1
+                    proxy.on_acked_write(body)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
@@ -186,6 +177,55 @@ class CountingSink:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def on_request(self, path: str) -> None:
+        """Every request relayed (after the store answered)."""
+
+    def on_acked_write(self, body: bytes) -> None:
+        """Every write the store acknowledged, before the collector hears so."""
+
+    def cut(self) -> None:
+        self.up.clear()
+
+    def restore(self) -> None:
+        self.up.set()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CountingSink(StoreProxy):
+    """Counts, per (metric, labels, ms), how many times a write of that point was acknowledged by
+    the store — independent of the collector's own account. ``hold()`` makes it keep the store's
+    next write acknowledgement back (the store has the points; the collector does not know) until
+    ``release()``: the window in which a crash or a timeout used to mean a second copy."""
+
+    def __init__(self, backend_url: str) -> None:
+        super().__init__(backend_url)
+        self.acked: Counter[PointKey] = Counter()
+        self.checks = 0  # export requests (the collector asking what the store holds)
+        self.held_points: set[PointKey] = set()
+        self.held = threading.Event()
+        self._hold: str | None = None
+        self._release = threading.Event()
+
+    def on_request(self, path: str) -> None:
+        if "/export" in path:
+            with self._lock:
+                self.checks += 1
+
+    def on_acked_write(self, body: bytes) -> None:
+        keys = [k for line in body.decode().splitlines() if line.strip() for k in _points(line)]
+        with self._lock:
+            self.acked.update(keys)
+            hold = self._hold is not None and any(("agent", self._hold) in k[1] for k in keys)
+            if hold:
+                self._hold = None
+                self.held_points.update(keys)
+        if hold:
+            self.held.set()
+            self._release.wait(60)
+
     def hold(self, agent: str) -> None:
         """Hold back the answer to the next acknowledged write holding a point of ``agent``."""
         self._release.clear()
@@ -199,8 +239,7 @@ class CountingSink:
 
     def close(self) -> None:
         self._release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def _points(line: str) -> list[PointKey]:
