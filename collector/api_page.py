@@ -131,6 +131,7 @@ _T: dict[str, tuple[str, str]] = {
     "back": ("back to the status page", "返回状态页"),
     "agents_online": ("agents online", "节点在线"),
     "sites_count": ("sites", "个站点"),
+    "site_count_one": ("site", "个站点"),
     "nobody": ("not yet reported", "尚未上报"),
     "city": ("city", "市"),
     "county": ("county", "县"),
@@ -480,7 +481,7 @@ def status_page(d: PageData) -> str:
     )
     summary = (
         f'<section id="summary" data-live><div class="chips">{chips}</div>'
-        f'<p class="muted">{len(nodes)} {t(lang, "sites_count")} · {t(lang, "agents_online")} {online}/{len(agents_list)}'
+        f'<p class="muted">{len(nodes)} {t(lang, "site_count_one" if len(nodes) == 1 else "sites_count")} · {t(lang, "agents_online")} {online}/{len(agents_list)}'
         f' · {t(lang, "alerts")} <b id="alert-count">{len(alerts)}</b> · {t(lang, "updated")} '
         f'<time id="updated">{_e(_clock(now))}</time> <span id="refresh-note" class="muted"></span></p></section>'
     )

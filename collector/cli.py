@@ -126,7 +126,7 @@ def agents(ctx: typer.Context, config: ConfigOpt = None, json: JsonOpt = False) 
         raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
     from rich.table import Table
 
-    t = Table(title=f"{len(rows)} agents / 个采集节点")
+    t = Table(title=f"{len(rows)} agent{'s' if len(rows) != 1 else ''} / {len(rows)} 个采集节点")
     for col in (
         "site",
         "agent",
@@ -196,7 +196,9 @@ def agents_unknown(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_OK if rows else EXIT_EMPTY)
     from rich.table import Table
 
-    t = Table(title=f"{len(rows)} unknown agents, refused / 个未知代理（已拒收）")
+    t = Table(
+        title=f"{len(rows)} unknown agent{'s' if len(rows) != 1 else ''}, refused / {len(rows)} 个未知代理（已拒收）"
+    )
     for col in ("agent", "first seen", "last seen", "messages refused"):
         t.add_column(col, overflow="fold")
     for r in rows:
@@ -292,7 +294,9 @@ def query(
         con = console()
         con.print(
             samples_table(
-                rows, title=f"{lit(measurement)} — {len(rows)} samples / 个样本 since {lit(since)}", show_identity=True
+                rows,
+                title=f"{lit(measurement)} — {len(rows)} sample{'s' if len(rows) != 1 else ''} since {lit(since)} / {len(rows)} 个样本",
+                show_identity=True,
             )
         )
         if rows:

@@ -428,6 +428,8 @@ class Collector:
             # device changes dated before the device's last recorded one (a late backlog): not recorded
             "availability_late_changes": self.state.transitions.late,
             **(self.alerting.stats() if self.alerting is not None else {}),
+            # the embedded broker's connections that ended before a valid MQTT CONNECT, and CONNECTs refused
+            **(self.broker.stats() if self.broker is not None else {}),
             "connected": self.receiver.connected.is_set(),
             # the data directory below collector.min_free, or a write refused for lack of space
             "disk_full": self.disk.full,

@@ -235,12 +235,25 @@ class Snmpd(Service):
 
 
 class Silent:
-    """A bound UDP socket that reads nothing and answers nothing: a device that is dead."""
+    """A bound UDP socket that answers nothing: a device that is dead. What reaches it waits in the
+    kernel's receive buffer until ``datagrams()`` counts it, so a test can tell how many requests
+    (first tries + retries) a prober sent without timing them."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
         self.port = int(self.sock.getsockname()[1])
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+
+    def datagrams(self) -> int:
+        """How many datagrams have arrived so far (drains the buffer into ``received``)."""
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return len(self.received)
+            self.received.append((data, addr))
 
     def close(self) -> None:
         self.sock.close()

@@ -13,15 +13,21 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, 
 from collector.alerting.rules import Matcher, Text, parse_matchers
 from probes.configfile import ConfigError, StrictModel, problems_from, read_yaml
 
-#: how a kind of site is counted in the "cut off" message; unknown kinds count as "sites"
-KIND_WORDS: dict[str, tuple[str, str]] = {
-    "province": ("cities", "个市"),
-    "city": ("cities", "个市"),
-    "county": ("counties", "个县"),
-    "township": ("townships", "个乡镇"),
-    "village": ("villages", "个村"),
-    "site": ("sites", "个站点"),
+#: how a kind of site is counted in the "cut off" message: English one and many, Chinese (no
+#: plural); a kind not listed is counted by its own name ("2 districts", "2 个district")
+KIND_WORDS: dict[str, tuple[str, str, str]] = {
+    "province": ("province", "provinces", "个省"),
+    "city": ("city", "cities", "个市"),
+    "county": ("county", "counties", "个县"),
+    "township": ("township", "townships", "个乡镇"),
+    "village": ("village", "villages", "个村"),
+    "site": ("site", "sites", "个站点"),
 }
+
+
+def count_en(n: int, one: str, many: str) -> str:
+    """``1 county``, ``2 counties``, ``0 counties``."""
+    return f"{n} {one if n == 1 else many}"
 
 
 class Uplink(BaseModel):
@@ -93,12 +99,12 @@ class CutOff:
         for sid in self.below:
             k = topo.sites[sid].kind
             kinds[k] = kinds.get(k, 0) + 1
-        en_parts = [f"{n} {KIND_WORDS.get(k, (k + 's', k))[0]}" for k, n in kinds.items()]
-        zh_parts = [f"{n} {KIND_WORDS.get(k, ('', '个' + k))[1]}" for k, n in kinds.items()]
+        words = {k: KIND_WORDS.get(k, (k, k + "s", "个" + k)) for k in kinds}
         if lang == "zh":
-            what = "、".join([*zh_parts, f"{self.devices} 台设备"])
+            what = "、".join([*(f"{n} {words[k][2]}" for k, n in kinds.items()), f"{self.devices} 台设备"])
             return f"{name} 不可达 — {what}失联"
-        return f"{name} unreachable — {', '.join([*en_parts, f'{self.devices} devices'])} cut off"
+        en = [count_en(n, words[k][0], words[k][1]) for k, n in kinds.items()]
+        return f"{name} unreachable — {', '.join([*en, count_en(self.devices, 'device', 'devices')])} cut off"
 
 
 class Topology:

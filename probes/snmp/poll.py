@@ -126,6 +126,8 @@ class PollOutcome:
     #: what could not be read (walks or GETs that failed, or did not finish in time)
     problems: list[str] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
+    #: table rows left out because a name tag could not be read and none was remembered
+    withheld: int = 0
 
 
 @dataclass(slots=True)
@@ -160,6 +162,9 @@ class Poller:
         self.clock = clock
         self.profiles = dict(profiles) if profiles is not None else builtin_profiles()
         self._readings: dict[tuple[Any, ...], _Reading] = {}
+        #: (profile, table number, row index, tag) -> the tag as last read in full; stands in when
+        #: this poll could not read it, so a row keeps its series (tags are a series' identity)
+        self._tags: dict[tuple[str, int, str, str], str] = {}
         self._uptime: int | None = None
 
     # -- one poll ------------------------------------------------------------------------------
@@ -209,15 +214,24 @@ class Poller:
 
         reboot = rates.rebooted(self._uptime, uptime)
         self._uptime = uptime if uptime is not None else self._uptime
+        if reboot:
+            self._tags.clear()  # a restarted device may number its rows anew
         samples: list[Sample] = []
+        withheld: dict[tuple[str, tuple[str, ...]], int] = {}
         for profile in chosen:
             for group in profile.scalars:
                 s = self._scalar_sample(group, fetch, time_ns)
                 if s is not None:
                     samples.append(s)
             for n, table in enumerate(profile.tables):
-                samples += self._table_samples(profile.name, n, table, fetch, time_ns, reboot)
-        return PollOutcome(samples, fetch.problems, [p.name for p in chosen])
+                samples += self._table_samples(profile.name, n, table, fetch, time_ns, reboot, withheld)
+        problems = list(fetch.problems)
+        for (measurement, unread), n in withheld.items():
+            problems.append(
+                f"{n} {measurement} row{'s' if n != 1 else ''} left out: {', '.join(unread)} not read this poll and not known"
+                f" from an earlier one (without {'it' if len(unread) == 1 else 'them'} a row would start a second series)"
+            )
+        return PollOutcome(samples, problems, [p.name for p in chosen], sum(withheld.values()))
 
     # -- scalar groups -------------------------------------------------------------------------
 
@@ -252,7 +266,14 @@ class Poller:
     # -- tables --------------------------------------------------------------------------------
 
     def _table_samples(
-        self, profile: str, number: int, table: TableSpec, fetch: _Fetch, time_ns: int, reboot: bool
+        self,
+        profile: str,
+        number: int,
+        table: TableSpec,
+        fetch: _Fetch,
+        time_ns: int,
+        reboot: bool,
+        withheld: dict[tuple[str, tuple[str, ...]], int],
     ) -> list[Sample]:
         out: list[Sample] = []
         count = _row_count(table, fetch.scalars)
@@ -277,11 +298,23 @@ class Poller:
             if table.index_tag is not None:
                 suffix = table.index_drop_suffix
                 tags[table.index_tag] = index.removesuffix(suffix) if suffix else index
+            unknown = []
             for name, spec in table.tags.items():
-                text = _tag_value(spec, index, fetch.columns)
+                key = (profile, number, index, name)
+                text = _tag_value(spec, index, fetch.columns, fetch.failed)
+                if text is not None:
+                    self._tags[key] = text
+                else:
+                    text = self._tags.get(key)
+                    if text is None:
+                        unknown.append(name)
                 if text:
                     tags[name] = text
             if table.transform == "entity_sensor" and not _entity_sensor(fields, tags):
+                continue
+            if unknown:
+                what = (table.measurement, tuple(unknown))
+                withheld[what] = withheld.get(what, 0) + 1
                 continue
             if table.filter_tag is not None and not self.cfg.interfaces.keeps(tags.get(table.filter_tag, index)):
                 continue
@@ -545,15 +578,22 @@ def _keep(table: TableSpec, fields: Mapping[str, Any]) -> bool:
     return all(n in fields for n in table.require)
 
 
-def _tag_value(spec: FieldSpec, index: str, columns: Mapping[str, Column]) -> str:
+def _tag_value(spec: FieldSpec, index: str, columns: Mapping[str, Column], failed: set[str]) -> str | None:
+    """The tag of one row ("" when the device has none for it), or ``None`` when a column it
+    depends on could not be read this poll (its walk failed or ran out of time): then ifDescr
+    standing in for an unread ifName, or no name at all, would not be the row's name."""
     key = index
     if spec.via is not None:
+        if spec.via in failed:
+            return None
         via = columns.get(spec.via)
         vb = via.rows.get(index) if via else None
         if vb is None or vb[1] in MISSING_TYPES or not vb[2]:
             return ""  # e.g. cpmCPUTotalPhysicalIndex 0: no entity to name it by
         key = decode_text(vb[2]) if isinstance(vb[2], bytes) else str(vb[2])
     for source in spec.all_sources:
+        if source.oid in failed:
+            return None
         col = columns.get(source.oid)
         value = decode_value(col.rows.get(key) if col else None, spec, source)
         if value not in (None, ""):

@@ -53,6 +53,7 @@ class SnmpProbe(Probe):
         t0 = time.perf_counter()
         where = f"device {self.name}"
         samples: list[Sample] = []
+        withheld = 0
         try:
             session = await self._session_now()
             outcome = await self.poller.poll(session, budget_s=self.budget_s)
@@ -68,7 +69,7 @@ class SnmpProbe(Probe):
                 " — check the address and credentials, or raise the entry's timeout"
             )
         else:
-            samples = outcome.samples
+            samples, withheld = outcome.samples, outcome.withheld
             if outcome.problems:
                 status = "degraded"
                 shown = outcome.problems[:_SHOWN_PROBLEMS]
@@ -78,7 +79,8 @@ class SnmpProbe(Probe):
                 status, error = "ok", ""
         self._log_change(status, error)
         st = status_sample(self.kind, self.name, status, error=error, duration_ms=(time.perf_counter() - t0) * 1000.0)
-        samples.append(Sample(st.measurement, st.tags, {**st.fields, **self._pacing_fields()}, st.time_ns))
+        fields = {**st.fields, **self._pacing_fields(), "rows_withheld": withheld}
+        samples.append(Sample(st.measurement, st.tags, fields, st.time_ns))
         return samples
 
     def _pacing_fields(self) -> dict[str, FieldValue]:

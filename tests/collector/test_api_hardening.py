@@ -112,11 +112,22 @@ def raw(port: int, data: bytes, timeout_s: float = 5.0) -> tuple[int, dict[str, 
 
 
 def get(
-    port: int, path: str, host: str | None = None, method: str = "GET", auth: bool = True
+    port: int, path: str, host: str | None = None, method: str = "GET", auth: bool = True, timeout_s: float = 5.0
 ) -> tuple[int, dict[str, str], bytes]:
     h = f"Host: {host if host is not None else f'127.0.0.1:{port}'}\r\n" if host != "" else ""
     a = f"Authorization: Bearer {TOKEN}\r\n" if auth and TOKEN else ""
-    return raw(port, f"{method} {path} HTTP/1.1\r\n{h}{a}Connection: close\r\n\r\n".encode())
+    return raw(port, f"{method} {path} HTTP/1.1\r\n{h}{a}Connection: close\r\n\r\n".encode(), timeout_s)
+
+
+def still_open(s: socket.socket) -> bool:
+    """The server has not closed this connection (nothing to read yet, no end of stream)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        s.setblocking(True)
 
 
 def test_host_allow_list_refuses_rebinding(server: tuple[ApiServer, FakeCollector]) -> None:
@@ -161,11 +172,12 @@ def test_half_sent_requests_do_not_starve_the_server(server: tuple[ApiServer, Fa
             s.sendall(f"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow: ".encode())
             hogs.append(s)
         time.sleep(0.5)
-        t0 = time.monotonic()
-        code, _, body = get(port, "/api/stats")
-        took = time.monotonic() - t0
+        # counted, not timed: the answer came while every half-sent one was still held open (the
+        # header deadline, 10 s, had cut none), so it did not wait for them; the client waits up to 30 s
+        code, _, body = get(port, "/api/stats", timeout_s=30)
         assert code == 200 and orjson.loads(body)["stored_samples"] == 5
-        assert took < 3.0, f"a normal request waited {took:.1f}s behind half-sent ones"
+        assert srv.timed_out == 0, "the normal request was answered only after half-sent ones were cut off"
+        assert sum(still_open(s) for s in hogs) == len(hogs)
         # the server's threads do not grow with connections (stdlib ThreadingHTTPServer: +150)
         assert threading.active_count() <= before + 2
     finally:
@@ -178,9 +190,8 @@ def test_half_sent_request_is_cut_off(server: tuple[ApiServer, FakeCollector], m
     monkeypatch.setattr(api, "HEADER_TIMEOUT_S", 0.5)
     with socket.create_connection(("127.0.0.1", port_of(srv)), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        t0 = time.monotonic()
-        assert s.recv(100) == b""  # closed by the server
-        assert time.monotonic() - t0 < 3.0
+        assert s.recv(100) == b""  # closed by the server (within the socket's 5 s)
+    assert srv.timed_out == 1  # by the header deadline, counted once
 
 
 def test_busy_server_answers_503_at_once(server: tuple[ApiServer, FakeCollector]) -> None:
@@ -198,10 +209,10 @@ def test_busy_server_answers_503_at_once(server: tuple[ApiServer, FakeCollector]
             while srv.in_flight != len(socks) and time.monotonic() < deadline:
                 time.sleep(0.05)
         assert srv.refused_busy == 0
-        t0 = time.monotonic()
         code, headers, body = get(port, "/")
         assert code == 503 and headers["retry-after"] == "1" and "busy" in orjson.loads(body)["error"]
-        assert time.monotonic() - t0 < 2.0
+        # at once, not queued: answered while every worker is still held (a queued one could not be)
+        assert srv.refused_busy == 1 and srv.in_flight == len(socks)
     finally:
         fake.hold.set()
         for s in socks:
@@ -334,11 +345,9 @@ def test_slow_body_is_cut_off(server: tuple[ApiServer, FakeCollector], monkeypat
             f"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
             'Content-Length: 100\r\n\r\n{"name"'.encode()
         )
-        t0 = time.monotonic()
         got = b""
-        while chunk := s.recv(4096):
+        while chunk := s.recv(4096):  # to the server's close (within the socket's 5 s)
             got += chunk
-        assert time.monotonic() - t0 < 3.0
     assert srv.hardening.slow_bodies == 1 and srv.in_flight == 0
     assert b"Traceback" not in got
 

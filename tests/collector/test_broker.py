@@ -1,20 +1,26 @@
 """The embedded broker (amqtt) drops a client that goes silent past its keep-alive and publishes its
 Last Will — amqtt 0.12 on its own keeps such a client for ever — and leaves a client that pings
-alone."""
+alone; connections that end without an MQTT CONNECT (health checks, scanners) and refused CONNECTs
+are counted and logged once a while, not an ERROR each."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from services import free_port
 
+import collector.broker as broker_mod
+from collector import config as collector_config
 from collector.broker import EmbeddedBroker
+from collector.service import Collector
 
 GRACE_S = 1
 
@@ -92,3 +98,89 @@ def test_a_client_that_pings_is_kept(broker: EmbeddedBroker) -> None:
         idle.disconnect()
         watcher.loop_stop()
         watcher.disconnect()
+
+
+def _ours(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "netwatch.collector.broker" and "listening on" not in r.getMessage()
+    ]
+
+
+def _settle(b: EmbeddedBroker, caplog: pytest.LogCaptureFixture, want: dict[str, int], lines: int) -> None:
+    """Readiness: the broker's thread has counted (and logged) what it was sent (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while (b.stats() != want or len(_ours(caplog)) < lines) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _knock(port: int, data: bytes = b"") -> None:
+    """A TCP connection that says ``data`` (or nothing, as `nc -z` does) and closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        if data:
+            s.sendall(data)
+
+
+def _wrong_level_connect() -> bytes:
+    """A CONNECT of MQTT 3.1 (level 3), which amqtt refuses with CONNACK code 1."""
+    var = _utf8("MQTT") + bytes((3, 0x02)) + struct.pack("!H", 30)
+    body = var + _utf8("old-client")
+    return bytes((0x10, len(body))) + body
+
+
+def test_connections_without_connect_are_counted_and_logged_once_a_while(
+    broker: EmbeddedBroker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="netwatch.collector.broker")
+    for _ in range(5):
+        _knock(broker.port)  # nc -z
+    _knock(broker.port, b"GET / HTTP/1.0\r\n\r\n")  # an HTTP probe
+    _knock(broker.port, b"\x10\x20\x00")  # a CONNECT cut short
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+        s.sendall(_wrong_level_connect())
+        assert s.recv(4) == b"\x20\x02\x00\x01"  # CONNACK: unacceptable protocol version
+    _settle(broker, caplog, {"broker_no_connect": 7, "broker_connect_refused": 1}, lines=2)
+    assert broker.stats() == {"broker_no_connect": 7, "broker_connect_refused": 1}
+    # the broker goes on: a real client connects and subscribes
+    watcher = _subscriber(broker.port, queue.Queue())
+    watcher.loop_stop()
+    watcher.disconnect()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.name.startswith("amqtt")]  # its two lines per connection
+    ours = _ours(caplog)
+    assert len(ours) == 2, ours  # the first of each kind
+    by_level = dict(ours)  # one INFO, one WARNING (the broker's thread may log them in either order)
+    text, text2 = by_level["INFO"], by_level["WARNING"]
+    assert "ended without an MQTT CONNECT" in text and "127.0.0.1:" in text
+    assert "counted in stats as broker_no_connect" in text
+    assert "refused the MQTT CONNECT" in text2 and "broker_connect_refused" in text2
+
+    # once the interval is over, the next one is logged with how many were not
+    monkeypatch.setattr(broker_mod, "LOG_EVERY_S", 0.0)
+    caplog.clear()
+    _knock(broker.port)
+    _settle(broker, caplog, {"broker_no_connect": 8, "broker_connect_refused": 1}, lines=1)
+    ((level, line),) = _ours(caplog)
+    assert level == "INFO" and "6 more since the last such line" in line
+
+
+def test_the_collector_counts_them_in_its_stats(tmp_path: Path) -> None:
+    """A collector on its embedded broker: its own MQTT session is not counted, two port checks are."""
+    port = free_port()
+    (tmp_path / "c.yaml").write_text(
+        f"collector: {{data_dir: {tmp_path / 'data'}}}\nembedded_broker: {{port: {port}}}\napi: {{enabled: false}}\n"
+    )
+    col = Collector(collector_config.load(tmp_path / "c.yaml"))
+    col.start()
+    try:
+        assert col.receiver.connected.wait(10)
+        _knock(port)
+        _knock(port)
+        deadline = time.monotonic() + 10  # readiness: counted on the broker's thread
+        while col.stats()["broker_no_connect"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        st = col.stats()
+        assert (st["broker_no_connect"], st["broker_connect_refused"]) == (2, 0)
+    finally:
+        col.stop()

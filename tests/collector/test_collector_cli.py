@@ -253,3 +253,25 @@ def test_first_run_makes_admin_with_a_one_time_password_shown_once(tmp_path: Pat
         db.close()
     assert password not in (tmp_path / "d" / "users.db").read_bytes().decode("latin-1")
     assert "one-time password" not in run_once()  # never again
+
+
+def test_counts_in_titles_are_singular_for_one(populated: Path, tmp_path: Path) -> None:
+    """English says "1 agent", "1 sample"; Chinese has no plural and says the number too."""
+    r = cli("agents", "--config", str(populated))
+    assert r.returncode == 0 and "2 agents / 2 个采集节点" in r.stdout, r.stdout
+    one = tmp_path / "one"
+    (one / "data").mkdir(parents=True)
+    st = StateDB(one / "data" / "state.db")
+    st.record_status("town-9", Status("online", "town-9", site="township-9", version="0.1.0", config_version="abc"))
+    st.record_unknown("stray-1", 3)
+    st.close()
+    cfg = one / "collector.yaml"
+    cfg.write_text("collector: {data_dir: data}\napi: {enabled: false}\n")
+    r = cli("agents", "--config", str(cfg))
+    assert r.returncode == 0 and "1 agent / 1 个采集节点" in r.stdout, r.stdout
+    r = cli("agents", "unknown", "--config", str(cfg))
+    assert r.returncode == 0 and "1 unknown agent, refused / 1 个未知代理（已拒收）" in r.stdout, r.stdout
+    r = cli("query", "icmp", "--config", str(populated), "--agent", "town-1", "--since", "10m")
+    assert r.returncode == 0 and "icmp — 1 sample since 10m / 1 个样本" in r.stdout, r.stdout
+    r = cli("query", "icmp", "--config", str(populated), "--since", "10m")
+    assert r.returncode == 0 and "icmp — 2 samples since 10m / 2 个样本" in r.stdout, r.stdout

@@ -133,6 +133,21 @@ def test_page_shows_the_values_and_flags_the_bad_ones() -> None:
     assert "data-key" not in zh  # no agent, no site in the tree: nothing to hang the values on
 
 
+@pytest.mark.parametrize(
+    ("sites", "en", "zh"),
+    [
+        (["t1"], "1 site · agents online 1/1", "1 个站点 · 节点在线 1/1"),
+        (["t1", "t2"], "2 sites · agents online 1/2", "2 个站点 · 节点在线 1/2"),
+    ],
+)
+def test_page_counts_sites_in_singular_and_plural(sites: list[str], en: str, zh: str) -> None:
+    agents = [{"id": f"a{i}", "site": s, "status": "online" if i == 0 else "offline"} for i, s in enumerate(sites)]
+    for lang, want in (("en", en), ("zh", zh)):
+        page = status_page(PageData(lang=lang, user="u", role="viewer", agents=agents, sites=[], alerts=[]))
+        (line,) = re.findall(r'<section id="summary".*?<p class="muted">(.*?)</p>', page, re.S)
+        assert re.sub(r"<[^>]+>", "", line).startswith(want + " · "), line
+
+
 @pytest.mark.integration
 def test_values_show_with_only_victoria_metrics_behind(
     tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics

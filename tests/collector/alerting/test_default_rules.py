@@ -3,18 +3,21 @@ that should not (DOMAIN.md §4 thresholds), and every rule is covered here."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from collector.alerting.rules import NS, Evaluator, RuleSet, load_rules
+from collector.alerting.rules import NS, Evaluator, RuleSet, load_rules, render
 from probes.model import Sample
 
 PACK = Path(__file__).parents[3] / "configs" / "rules" / "default.yaml"
 RULES = {r.name: r for r in load_rules(PACK)}
 T0 = 1_700_000_000 * NS
 UPLINK = {"device": "sw-county-a", "ifname": "GE0/0/1", "ifalias": "Uplink to city"}
+UPS_LINE = {"device": "ups1", "mib": "ups_mib", "line": "1"}
+APC = {"device": "ups1", "mib": "apc_powernet"}
 
 # rule -> (measurement, extra tags, fields that fire, fields that do not); rate rules get a
 # baseline sample first: (measurement, tags, baseline, fire, no-fire)
@@ -31,8 +34,10 @@ CASES: dict[str, tuple[Any, ...]] = {
     "ups_runtime_low": ("ups", {"device": "ups1"}, {"runtime_min": 2}, {"runtime_min": 30}),
     "ups_charge_low": ("ups", {"device": "ups1"}, {"charge_pct": 4}, {"charge_pct": 80}),
     "ups_overload": ("ups", {"device": "ups1"}, {"load_pct": 85}, {"load_pct": 60}),
-    "ups_input_voltage_low": ("ups", {"device": "ups1"}, {"input_voltage_v": 190}, {"input_voltage_v": 220}),
-    "ups_input_voltage_high": ("ups", {"device": "ups1"}, {"input_voltage_v": 250}, {"input_voltage_v": 220}),
+    "ups_input_voltage_low": ("ups_input", UPS_LINE, {"voltage_v": 190}, {"voltage_v": 220}),
+    "ups_input_voltage_high": ("ups_input", UPS_LINE, {"voltage_v": 250}, {"voltage_v": 220}),
+    "ups_single_input_voltage_low": ("ups", APC, {"input_voltage_v": 190}, {"input_voltage_v": 220}),
+    "ups_single_input_voltage_high": ("ups", APC, {"input_voltage_v": 250}, {"input_voltage_v": 220}),
     "wan_loss_high": ("icmp", {"target": "county-a"}, {"loss_pct": 40.0}, {"loss_pct": 10.0}),
     "wan_rtt_high": ("icmp", {"target": "county-a"}, {"rtt_avg_ms": 200.0}, {"rtt_avg_ms": 100.0}),
     "uplink_down": ("interface", UPLINK, {"oper_status": 2}, {"oper_status": 1}),
@@ -153,3 +158,76 @@ def test_agent_silent_and_uplink_flapped() -> None:
     access = {**tags, "ifalias": "office printer"}
     ev.observe(Sample("interface", access, {"oper_status": 1}, T0))
     assert ev.observe(Sample("interface", access, {"oper_status": 2}, T0 + NS)) == []
+
+
+# -- UPS input voltage, every line --------------------------------------------------------------
+
+SNMP_CATALOGUE = Path(__file__).parents[3] / "probes" / "snmp" / "metrics.csv"
+
+
+def _ups_poll(device: str, mib: str, first: float, lines: tuple[float, ...], t: int) -> list[Sample]:
+    """One poll of a UPS as the SNMP probe reports it (probes/snmp/metrics.csv): the `ups` summary
+    with the first line's input voltage and, for UPS-MIB, one `ups_input` per line tagged `line`."""
+    tags = {"site": "county-a", "agent": "ag", "device": device, "mib": mib}
+    summary = Sample("ups", tags, {"input_voltage_v": first, "output_source": 3, "battery_status": 2}, t)
+    per_line = [
+        Sample("ups_input", {**tags, "line": str(n)}, {"voltage_v": v, "frequency_hz": 50.0}, t)
+        for n, v in enumerate(lines, start=1)
+    ]
+    return [summary, *per_line]
+
+
+def _alerts(device: str, mib: str, first: float, lines: tuple[float, ...]) -> list[tuple[str, str, str]]:
+    """Every rule of the default file over 2 minutes of polls every 30 s (past the rules' 1 min
+    `for`): (rule, English summary, Chinese summary) of each alert that fired."""
+    ev = Evaluator(RuleSet(list(RULES.values())))
+    out = []
+    for k in range(5):
+        t = T0 + k * 30 * NS
+        for s in _ups_poll(device, mib, first, lines, t):
+            out += [x for x in ev.observe(s) if x.state == "firing"]
+        out += [x for x in ev.tick(t) if x.state == "firing"]
+    return [
+        (
+            x.rule,
+            render(RULES[x.rule].summary.en, {**x.labels, "value": x.value}),
+            render(RULES[x.rule].summary.zh, {**x.labels, "value": x.value}),
+        )
+        for x in out
+    ]
+
+
+def test_a_three_phase_ups_with_line_2_low_is_one_alert_naming_line_2() -> None:
+    assert _alerts("ups-3p", "ups_mib", 221.0, (221.0, 190.0, 222.0)) == [
+        (
+            "ups_input_voltage_low",
+            "county-a: UPS ups-3p input line 2 at 190 V, below 197 V",
+            "county-a：UPS ups-3p 输入第 2 路电压 190 V，低于 197 V",
+        )
+    ]
+    ((rule, en, _),) = _alerts("ups-3p", "ups_mib", 221.0, (221.0, 222.0, 250.0))
+    assert (rule, en) == ("ups_input_voltage_high", "county-a: UPS ups-3p input line 3 at 250 V, above 243 V")
+
+
+def test_line_1_low_is_one_alert_not_two() -> None:
+    """The `ups` summary repeats line 1: a UPS-MIB UPS is watched per line only."""
+    ((rule, en, _),) = _alerts("ups-1p", "ups_mib", 190.0, (190.0,))
+    assert (rule, en) == ("ups_input_voltage_low", "county-a: UPS ups-1p input line 1 at 190 V, below 197 V")
+
+
+def test_a_ups_without_a_line_table_is_watched_by_its_one_voltage() -> None:
+    assert _alerts("ups-apc", "apc_powernet", 190.0, ()) == [
+        (
+            "ups_single_input_voltage_low",
+            "county-a: UPS ups-apc input 190 V below 197 V",
+            "county-a：UPS ups-apc 输入电压 190 V，低于 197 V",
+        )
+    ]
+    assert _alerts("ups-apc", "apc_powernet", 220.0, ()) == []
+
+
+def test_the_ups_rules_watch_what_the_snmp_probe_emits() -> None:
+    with SNMP_CATALOGUE.open(encoding="utf-8") as f:
+        catalogued = {(row["measurement"], row["field"]) for row in csv.DictReader(f)}
+    for name in ("ups_input_voltage_low", "ups_input_voltage_high", "ups_single_input_voltage_low"):
+        assert (RULES[name].measurement, RULES[name].field) in catalogued, name

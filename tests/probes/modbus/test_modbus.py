@@ -198,9 +198,8 @@ async def test_reads_are_merged_into_few_requests(tcp: Server) -> None:
 
 
 async def test_silent_unit_is_down_within_its_timeout_and_says_what_to_check(tcp: Server) -> None:
-    t0 = asyncio.get_running_loop().time()
     s = await scenario_faults(tcp)
-    assert asyncio.get_running_loop().time() - t0 < 0.6
+    assert tcp.count(20) == 1  # one try (retries 0), and the rest of the poll not tried once it is down
     st = status(s)
     assert (
         st["status"] == "down"
@@ -353,9 +352,8 @@ async def test_cut_off_reply_is_reported_as_truncated() -> None:
 async def test_poll_budget_bounds_the_whole_collect(tcp: Server) -> None:
     # 3 tries x 0.3 s would be 0.9 s; the entry's timeout (0.5 s, budget 0.45 s) wins
     p = probe(tcp.url(), 20, "renke_rs_ws_n01", retries=2, timeout_s=0.5)
-    t0 = asyncio.get_running_loop().time()
     s = await poll(p)
-    assert asyncio.get_running_loop().time() - t0 < 0.5
+    assert tcp.count(20) == 2  # the third try would not fit the budget: never sent
     st = status(s)
     assert st["status"] == "down"
     assert "(40001; humidity, temperature): no reply within" in st["error"]

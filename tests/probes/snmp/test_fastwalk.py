@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -349,10 +348,8 @@ async def test_garbage_late_and_foreign_replies_are_dropped_and_counted(agent: F
 async def test_no_answer_is_a_timeout_after_the_retries_with_one_request_id(agent: FakeAgent) -> None:
     agent.bend = lambda m: [b"\x05\x00"]  # never a usable answer
     s = session(agent.port, timeout_s=0.2, retries=2)
-    t0 = time.monotonic()
     with pytest.raises(SnmpTimeout, match=r"127\.0\.0\.1:\d+: no response in 0\.2 s after 2 retries"):
         await s.get(["1.3.6.1.2.1.4.1.0"])
-    assert 0.55 < time.monotonic() - t0 < 2.0
     assert len(agent.requests) == 3 and len({r.request_id for r in agent.requests}) == 1
     wrong = FastSession("127.0.0.1", agent.port, "not-public", timeout_s=0.1, retries=0)
     with pytest.raises(SnmpTimeout, match="the community and the device.s SNMP ACL"):

@@ -1,14 +1,17 @@
 """Counter maths over real SNMP: a device whose counters and sysUpTime the test sets between polls
 (snmpsim's writecache) — HC and 32-bit counters, Counter32 and Counter64 wrap, resets, a reboot —
-polled with a clock the test moves; and a device whose counters climb by themselves (snmpsim's
-numeric variation), polled with the real clock."""
+polled with a clock the test moves; a device whose counters climb by themselves (snmpsim's
+numeric variation), polled with the real clock; and interface names kept from poll to poll when
+the name walks go unanswered."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
-from snmp_peers import GBK_ALIAS, STEP_S, SimAgent, by_tag, snmp_probe
+from snmp_peers import GBK_ALIAS, OWN, STEP_S, SimAgent, by_tag, snmp_probe
+from snmp_slow import SlowProxy
 
 from configs.demo import sim_snmp
 from probes.model import Sample
@@ -91,3 +94,95 @@ def test_counters_that_move_by_themselves(snmpsim: SimAgent) -> None:
     assert i["1"]["util_in_pct"] == pytest.approx(30, rel=0.1)
     assert i["2"]["util_in_pct"] == pytest.approx(94, rel=0.1)
     assert 0 <= i["1"]["in_errors_per_s"] <= 2
+
+
+# -- names when their walks go unanswered ---------------------------------------------------------
+
+IF_NAME, IF_DESCR = "1.3.6.1.2.1.31.1.1.1.1", "1.3.6.1.2.1.2.2.1.2"
+
+
+def ber_oid(oid: str) -> bytes:
+    """The content octets of an OID in BER (X.690 8.19), written out here rather than taken from
+    the probe's codec."""
+    arcs = [int(a) for a in oid.split(".")]
+    out = bytearray([40 * arcs[0] + arcs[1]])
+    for arc in arcs[2:]:
+        septets = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            septets.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(septets))
+    return bytes(out)
+
+
+def asks_for(*columns: str) -> Callable[[bytes], bool]:
+    """Matches a request naming an OID in one of ``columns`` (the column itself, as a walk's first
+    GETBULK does, or a row of it): an OBJECT IDENTIFIER (tag 06) at least as long as the column
+    whose content starts with the column's."""
+    encoded = [ber_oid(c) for c in columns]
+
+    def match(data: bytes) -> bool:
+        for col in encoded:
+            i = data.find(col)
+            while i >= 2:
+                if data[i - 2] == 0x06 and data[i - 1] >= len(col):
+                    return True
+                i = data.find(col, i + 1)
+        return False
+
+    return match
+
+
+def _names(samples: list[Sample]) -> dict[str, str | None]:
+    return {k: s.tags.get("ifname") for k, s in by_tag(samples, "interface", "ifindex").items()}
+
+
+def test_names_are_kept_when_their_walks_go_unanswered(snmpsim: SimAgent) -> None:
+    """A proxy answers the counters but swallows the ifName walk, then ifName and ifDescr: the rows
+    keep the names read in full on the earlier poll (not ifDescr's "port 1" standing in for the
+    unread ifName "GE0/0/1", not the bare ifIndex), so no second series starts. A probe that never
+    read them leaves the rows out and counts them in probe_status."""
+    proxy = SlowProxy(snmpsim.port, delay_s=0.0)
+    community = f"{OWN}/counters"
+    # from the recording (snmp_peers._counters): ifName of ifIndex 1; ifIndex 2 has only ifDescr
+    want = {"1": "GE0/0/1", "2": "port 2"}
+    quick = {"request_timeout": "200ms", "retries": 0}
+
+    async def polls() -> list[list[Sample]]:
+        probe = snmp_probe(proxy.port, community, name="counter-bench", **quick)
+        fresh = snmp_probe(proxy.port, community, name="counter-bench", **quick)
+        try:
+            out = [await probe.collect()]
+            proxy.withhold = asks_for(IF_NAME)
+            out.append(await probe.collect())
+            proxy.withhold = asks_for(IF_NAME, IF_DESCR)
+            out.append(await probe.collect())
+            out.append(await fresh.collect())  # the same device, nothing remembered
+            return out
+        finally:
+            await probe.aclose()
+            await fresh.aclose()
+
+    try:
+        full, no_ifname, no_names, never = asyncio.run(polls())
+    finally:
+        proxy.close()
+    assert proxy.withheld == 1 + 2 + 2  # each unanswered walk is one request (retries 0)
+    st = full[-1].fields
+    assert (st["status"], st["rows_withheld"]) == ("ok", 0), st["error"]
+    assert _names(full) == want
+    for cut in (no_ifname, no_names):
+        st = cut[-1].fields
+        assert st["status"] == "degraded" and f"walk of {IF_NAME} failed" in st["error"], st["error"]
+        assert st["rows_withheld"] == 0
+        assert _names(cut) == want
+        ifaces = by_tag(cut, "interface", "ifindex")
+        assert ifaces["1"].tags["ifalias"] == GBK_ALIAS and "in_octets" in ifaces["1"].fields
+    st = never[-1].fields
+    assert (st["status"], st["rows_withheld"]) == ("degraded", 2)
+    assert (
+        "2 interface rows left out: ifname not read this poll and not known from an earlier one"
+        " (without it a row would start a second series)"
+    ) in st["error"]
+    assert _names(never) == {}
