@@ -8,6 +8,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collector.ingest import Accepted, Ingest, Quota, SeqWindow, StatusUpdate, series_key
 from collector.registry import Registry
@@ -84,7 +86,32 @@ def test_seq_window_is_bounded() -> None:
     w = SeqWindow(100)
     for i in range(1000):
         w.add(i)
-    assert len(w) == 100 and 999 in w and 899 not in w
+    assert len(w) == 100 and 999 in w and 899 not in w and 900 in w
+
+
+def test_seq_window_costs_a_run_per_gap_not_an_entry_per_batch() -> None:
+    w = SeqWindow(100_000)
+    # live batches 5001..6000 first, then the backlog 1..5000 oldest first, with 3 dropped by the spool
+    for seq in [*range(5001, 6001), *(s for s in range(1, 5001) if s not in (10, 11, 2000))]:
+        w.add(seq)
+    assert len(w) == 5997 and w.runs == 3  # 1-9, 12-1999, 2001-6000
+    assert all(s in w for s in (1, 9, 12, 1999, 2001, 5000, 5001, 6000))
+    assert not any(s in w for s in (0, 10, 11, 2000, 6001))
+    w.add(2000)  # a late copy closing a gap joins two runs
+    assert w.runs == 2 and 2000 in w
+
+
+@given(st.lists(st.integers(min_value=0, max_value=300), max_size=400), st.integers(min_value=1, max_value=50))
+def test_seq_window_holds_exactly_the_highest_numbers_seen(seqs: list[int], size: int) -> None:
+    w = SeqWindow(size)
+    model: set[int] = set()  # the reference: every number seen, less the lowest beyond `size`
+    for s in seqs:
+        w.add(s)
+        model.add(s)
+        while len(model) > size:
+            model.remove(min(model))
+        assert len(w) == len(model)
+    assert {s for s in range(-1, 302) if s in w} == model
 
 
 def test_a_validation_bug_refuses_that_message_only(monkeypatch: pytest.MonkeyPatch) -> None:
