@@ -1,4 +1,6 @@
-"""``netwatch-agent``: run the agent, check its config, and the field technician's one-shot tools.
+"""``netwatch-agent``'s commands (typer): run the agent, check its config, and the field technician's
+one-shot tools. ``agent.cli`` is the entry point: it runs ``run`` itself (``agent.daemon``) and
+hands everything else here.
 
 Exit codes: 0 all well; 1 a target is down or degraded; 2 bad config or usage; 3 runtime failure.
 """
@@ -6,10 +8,6 @@ Exit codes: 0 all well; 1 a target is down or degraded; 2 bad config or usage; 3
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +19,6 @@ from agent.messages import LangOpt, Msg, t
 from probes.output import (
     EXIT_OK,
     EXIT_PROBLEM,
-    EXIT_RUNTIME,
     EXIT_USAGE,
     console,
     lit,
@@ -85,11 +82,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line,
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from agent.daemon import setup_logging
+
+    setup_logging(level)
 
 
 def _load(path: Path) -> agent_config.AgentConfig:
@@ -128,31 +123,13 @@ def run(
     ] = None,
 ) -> None:
     """Run the agent until stopped (SIGINT/SIGTERM)."""
-    cfg = _load(config)
-    os.umask(0o077)  # whatever the service manager gave: the spool and records are ours alone
-    _setup_logging(log_level)
-    from agent.runner import Agent  # imports paho: only when running
+    # `netwatch-agent run` itself is parsed by agent.cli without typer; this command is what
+    # `run --help` shows (the same options: tests/agent/test_daemon.py).
+    from agent import daemon
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        _announce_icmp_mode(cfg)
-        await Agent(cfg, tee=tee).run(stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as e:
-        logging.getLogger("netwatch.agent").error("agent stopped: %s", e)
-        raise typer.Exit(EXIT_RUNTIME) from None
-
-
-def _announce_icmp_mode(cfg: agent_config.AgentConfig) -> None:
-    if any(e.kind == "icmp" for e in cfg.probes):
-        from probes.icmp.probe import detect_mode
-
-        logging.getLogger("netwatch.agent").info("ICMP mode: %s", detect_mode())
+    code = daemon.run(_load(config), log_level, tee)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

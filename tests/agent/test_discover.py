@@ -321,7 +321,7 @@ def test_address_specs() -> None:
 def test_credentials_come_from_files_or_the_environment(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli_app import app
 
     def run(*args: str) -> tuple[int, str]:
         r = CliRunner().invoke(app, ["discover", "127.0.0.2", "-o", str(tmp_path / "x.yaml"), *args])

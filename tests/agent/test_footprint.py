@@ -47,6 +47,7 @@ def test_run_path_without_modbus_snmp_v3_or_control(tmp_path: Path) -> None:
         "pymodbus",  # only with modbus entries (used to come in with the modbus CLI)
         "pysnmp",  # only SNMPv3 and traps; v2c has its own BER path
         "rich",  # only when a table is printed
+        "typer",  # `run` is parsed by agent.daemon (argparse); the typer app is for the other commands
         "click",  # used to come with httpx's CLI (the one typer vendors is typer._click)
         "pygments",
         "cryptography",  # control's signatures and x509 expiry parsing

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli_app import app
 from agent.messages import MESSAGES, from_locale
 
 CJK = re.compile("[\u4e00-\u9fff]")
