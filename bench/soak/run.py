@@ -484,6 +484,10 @@ def run(o: Options, log: Callable[[str], None]) -> dict[str, Any]:
         s.stats_by_run[s.runs["collector"]] = col_stats
         acc = account(s, o.interval_s, o.series)
         mem = rss_flat(s.samples, s.collector_started + o.warmup_s, end_s)
+        # every RSS/CPU sample, for a closer look (kept with --workdir)
+        (o.workdir / "samples.json").write_text(
+            json.dumps({"samples": s.samples, "events": [asdict(e) for e in s.events]})
+        )
         rejected = sum(int(st.get("rejected_total", 0)) for st in s.stats_by_run.values())
         dropped = sum(sum(st.get("dropped_samples", {}).values()) for st in s.stats_by_run.values())
         return {
