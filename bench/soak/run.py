@@ -86,20 +86,6 @@ class Event:
     down_s: float = 0.0
 
 
-@dataclass
-class Options:
-    agents: int
-    counties: int
-    series: int
-    interval_s: float
-    minutes: float
-    fault_every_s: float
-    warmup_s: float
-    workdir: Path
-    per_fleet: int = 50
-    settle_s: float = 10.0
-
-
 #: the faults, in the order they are injected (then again from the top)
 FAULTS = (
     "collector-kill",
@@ -113,6 +99,21 @@ FAULTS = (
     "broker-restart",
     "county-cut",
 )
+
+
+@dataclass
+class Options:
+    agents: int
+    counties: int
+    series: int
+    interval_s: float
+    minutes: float
+    fault_every_s: float
+    warmup_s: float
+    workdir: Path
+    per_fleet: int = 50
+    faults: tuple[str, ...] = FAULTS
+    settle_s: float = 10.0
 
 
 def agent_ids(o: Options) -> list[tuple[str, int]]:
@@ -450,7 +451,7 @@ def run(o: Options, log: Callable[[str], None]) -> dict[str, Any]:
                 for f in s.fleets:
                     if not f.alive():
                         raise RuntimeError(f"{f.name} died:\n{f.tail()}")
-            s.inject(FAULTS[k % len(FAULTS)], o.fault_every_s, log)
+            s.inject(o.faults[k % len(o.faults)], o.fault_every_s, log)
             k += 1
         while s.now() < duration:
             time.sleep(0.5)
@@ -596,6 +597,9 @@ def main() -> int:
     ap.add_argument("--fault-every", type=float, default=180.0, help="seconds between faults")
     ap.add_argument("--warmup", type=float, default=300.0, help="s after the collector's (re)start not judged for RSS")
     ap.add_argument("--per-fleet", type=int, default=50, help="agents per fleet process")
+    ap.add_argument(
+        "--faults", default=",".join(FAULTS), help=f"comma-separated, in order, repeated (default: {','.join(FAULTS)})"
+    )
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary directory)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--record", type=Path, help="append the result to this RESULTS.md")
@@ -603,6 +607,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.counties < 3 or args.agents < args.counties:
         ap.error("need at least 3 counties and one township per county")
+    unknown = sorted(set(args.faults.split(",")) - set(FAULTS))
+    if unknown:
+        ap.error(f"unknown fault(s) {', '.join(unknown)}; known: {', '.join(sorted(set(FAULTS)))}")
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -620,6 +627,7 @@ def main() -> int:
             args.warmup,
             workdir,
             per_fleet=args.per_fleet,
+            faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
         )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         r = run(o, log)
