@@ -15,6 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from collector import heap
 from collector.alerting.stage import AlertHook, AlertStage
 from collector.api import ApiServer, QueryUnsupported
 from collector.audit import AuditLog
@@ -43,6 +44,7 @@ GATHER_S = 0.1
 GATHER_IDLE_S = 0.005
 COUNTERS_EVERY_S = 5.0
 PRUNE_EVERY_S = 3600.0
+TRIM_EVERY_S = 60.0  # collector/heap.py: a few ms a minute
 STOP_GRACE_S = 10.0
 #: how often free space is looked at again while the data directory is below collector.min_free
 DISK_RECHECK_S = 1.0
@@ -352,7 +354,7 @@ class Collector:
 
     def _writer_loop(self) -> None:
         last_counters = 0.0
-        last_prune = time.monotonic()
+        last_prune = last_trim = time.monotonic()
         stop_deadline: float | None = None
         while True:
             if self._stopping.is_set():
@@ -381,6 +383,9 @@ class Collector:
             if now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
                 self._prune()
+            if now - last_trim >= TRIM_EVERY_S:
+                last_trim = now
+                heap.trim()  # pages a burst (a backlog, a store's spool draining) used go back
         self._save_counters()
 
     def _reload_admitted(self) -> None:
