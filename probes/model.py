@@ -143,16 +143,15 @@ def status_sample(
     tags: Mapping[str, str] | None = None,
     time_ns: int | None = None,
 ) -> Sample:
-    """The per-target health Sample: ok, degraded (part of the data) or down, with why."""
-    fields: dict[str, Any] = {
-        "status": status,
-        "status_code": STATUS_CODES[status],
-        "error": error,
-        "duration_ms": duration_ms,
-    }
+    """The per-target health Sample: ok, degraded (part of the data) or down, with why.
+    Every probe makes one per target per poll, so the fields are built clean rather than
+    passed through :func:`clean_fields`: a missing or non-finite duration is left out."""
+    fields: dict[str, FieldValue] = {"status": status, "status_code": STATUS_CODES[status], "error": error or ""}
+    if duration_ms is not None and math.isfinite(duration_ms):
+        fields["duration_ms"] = duration_ms
     return Sample(
         PROBE_STATUS,
-        {"probe": probe, "target": target, **(tags or {})},
-        clean_fields(fields),
+        {"probe": probe, "target": target, **tags} if tags else {"probe": probe, "target": target},
+        fields,
         time_ns if time_ns is not None else now_ns(),
     )

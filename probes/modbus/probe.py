@@ -83,6 +83,8 @@ class ModbusProbe(Probe):
         #: the read plan; blocks the device refused are replaced by their halves and stay so
         self.blocks: list[Block] = plan(self.points, config.limits())
         self._readers = [p.reader() for p in self.points]
+        self._values = [r.value_of() for r in self._readers]
+        self._addresses = [p.address for p in self.points]
         self._groups = self._group(config.labels)
         self._where = f"{config.parsed_target} unit {config.unit}"
         self._bus: Bus | None = None
@@ -170,10 +172,19 @@ class ModbusProbe(Probe):
         """Read every block into ``values``; True if the unit answered at all."""
         answered = False
         blocks = self.blocks  # changed in place, so a split is kept for later polls
+        cfg = self.config
+        unit, timeout_s = cfg.unit, cfg.request_timeout
         i = 0
         while i < len(blocks):
             block = blocks[i]
-            reply = await self._read(bus, block, deadline)
+            reply = await bus.read(unit, block.table, block.start, block.count, timeout_s, deadline)
+            if not reply.error:  # the common case, kept short: one request, answered
+                self._attempt = (block, reply, 1)
+                answered = True
+                self._decode(block, reply.values or [], values, problems)
+                i += 1
+                continue
+            reply = await self._retry(bus, block, deadline, reply)
             if reply.ok:
                 answered = True
                 self._decode(block, reply.values or [], values, problems)
@@ -207,20 +218,26 @@ class ModbusProbe(Probe):
                 break
         return answered
 
-    async def _read(self, bus: Bus, block: Block, deadline: float) -> Reply:
+    async def _retry(self, bus: Bus, block: Block, deadline: float, reply: Reply) -> Reply:
+        """After a first attempt that failed: again while the error is worth another try, the
+        retries last and the budget allows. The last real attempt stays in ``self._attempt``."""
+        if reply.error == "budget":
+            return reply
         cfg = self.config
-        reply = _BUDGET
-        for attempt in range(1, cfg.retries + 2):
+        attempt = 1
+        while True:
+            self._attempt = (block, reply, attempt)
+            if reply.ok or not (reply.error in _RETRYABLE or reply.code in _RETRY_CODES):
+                return reply
+            if deadline - bus.loop.time() <= 0:
+                return _BUDGET
+            if attempt > cfg.retries:
+                return reply
+            attempt += 1
             nxt = await bus.read(cfg.unit, block.table, block.start, block.count, cfg.request_timeout, deadline)
             if nxt.error == "budget":
                 return nxt  # keep the last real attempt in self._attempt for the message
             reply = nxt
-            self._attempt = (block, reply, attempt)
-            if reply.ok or not (reply.error in _RETRYABLE or reply.code in _RETRY_CODES):
-                break
-            if deadline - bus.loop.time() <= 0:
-                return _BUDGET
-        return reply
 
     def _cut_short(self, problems: dict[str, Problem]) -> None:
         block, reply, tries = self._attempt
@@ -241,11 +258,13 @@ class ModbusProbe(Probe):
     ) -> None:
         packed: Any = data if block.table in BIT_TABLES else Packed(data)
         start = block.start
-        points, readers = self.points, self._readers
+        value_of, addresses = self._values, self._addresses
         for i in block.points:
-            value, why = readers[i].read(packed, points[i].address - start)
+            off = addresses[i] - start
+            value = value_of[i](packed, off)
             if value is None:
-                name = points[i].name
+                name = self.points[i].name
+                why = self._readers[i].read(packed, off)[1]
                 problems[f"invalid:{name}"] = Problem("invalid_value", f"{name}: no value — {why}", event=False)
             else:
                 values[i] = value

@@ -45,7 +45,7 @@ GATEWAY_SILENT = frozenset({10, 11})
 #: Errors that say nothing came back from the unit (as opposed to a refused request).
 SILENT_ERRORS = frozenset({"timeout", "crc_error", "truncated_reply", "garbled_reply", "connect_failed", "io_error"})
 _PARITY = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
-# pymodbus' connect/response timeout until the first request sets its caller's own (see _exchange).
+# pymodbus' connect/response timeout until the first request sets its caller's own (see Bus.read).
 _LIBRARY_TIMEOUT_S = 10.0
 
 
@@ -150,11 +150,13 @@ def _serial_option(target: Target, key: str, value: str, url: str) -> Target:
     raise ValueError(f"{url!r}: unknown option {key!r}; use baud, parity, stop, bits")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """What came back for one request: ``values``, or an ``error`` (an exception name from
     EXCEPTIONS with its ``code``, or timeout / crc_error / truncated_reply / garbled_reply /
-    connect_failed / io_error) with ``detail`` for people."""
+    connect_failed / io_error) with ``detail`` for people. Not frozen: one is made per request,
+    and a frozen dataclass' ``__init__`` costs a microsecond more (bench/modbus); treat it as
+    read-only."""
 
     values: list[int] | list[bool] | None = None
     error: str = ""
@@ -239,27 +241,74 @@ class Bus:
         self, unit: int, table: Table, address: int, count: int, timeout_s: float, deadline: float | None = None
     ) -> Reply:
         """One request, in turn. ``deadline`` (loop time) bounds the wait for the bus and the
-        request together: the caller's poll budget, without a timer of its own when the bus is free."""
+        request together: the caller's poll budget, without a timer of its own when the bus is free.
+
+        This is the hot path of every Modbus poll (bench/modbus), so the request itself is done
+        here rather than a coroutine further down."""
         lock = self._lock
-        if deadline is not None and lock.locked():
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await lock.acquire()
-            except TimeoutError:
-                return Reply(error="budget", detail="no turn on the bus before the poll's budget ran out")
+        if lock.locked():
+            if deadline is None:
+                await lock.acquire()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await lock.acquire()
+                except TimeoutError:
+                    return Reply(error="budget", detail="no turn on the bus before the poll's budget ran out")
         else:
             await lock.acquire()
+        time = self.loop.time
         try:
-            wait = self._free_at - self.loop.time()
+            t0 = time()
+            wait = self._free_at - t0
             if wait > 0:
                 await asyncio.sleep(wait)
-            if deadline is not None:
-                timeout_s = min(timeout_s, deadline - self.loop.time())
+                t0 = time()
+            if deadline is not None and deadline - t0 < timeout_s:
+                timeout_s = deadline - t0
                 if timeout_s <= 0:
                     return Reply(error="budget", detail="the poll's budget ran out waiting for the bus")
-            return await self._exchange(unit, table, address, count, timeout_s)
+            client = self._client
+            if not client.connected:
+                refused = await self._connect(timeout_s)
+                if refused is not None:
+                    return refused
+            self._rx = b""
+            self.requests += 1
+            # The request's timeout is pymodbus' own response timer, set per request (slaves on one
+            # bus may differ): a second timer of ours would cost as much again on every request. We
+            # hold the bus lock, so no other request can see the value.
+            params = client.ctx.comm_params
+            if params.timeout_connect != timeout_s:
+                params.timeout_connect = timeout_s
+            try:
+                if table == "holding":
+                    resp = await client.read_holding_registers(address, count=count, device_id=unit)
+                elif table == "input":
+                    resp = await client.read_input_registers(address, count=count, device_id=unit)
+                elif table == "coil":
+                    resp = await client.read_coils(address, count=count, device_id=unit)
+                else:
+                    resp = await client.read_discrete_inputs(address, count=count, device_id=unit)
+            except ModbusIOException:
+                # With retries=0 pymodbus raises this when no acceptable frame came in time (a reply
+                # for another unit or transaction is skipped, a bad CRC dropped): find out which.
+                return self._silence(timeout_s)
+            except (ModbusException, OSError) as e:
+                client.close()
+                return Reply(error="io_error", detail=f"{type(e).__name__}: {e}", elapsed_s=time() - t0)
+            elapsed = time() - t0
+            if resp.isError():
+                return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
+            # pymodbus types both as Sequence[int]; they are a list of bool and a list of int
+            values: list[int] | list[bool] = resp.bits[:count] if table in BIT_TABLES else resp.registers  # type: ignore[assignment]
+            if len(values) < count:
+                return Reply(
+                    error="truncated_reply", detail=f"asked for {count} values, got {len(values)}", elapsed_s=elapsed
+                )
+            return Reply(values, "", 0, "", elapsed)
         finally:
-            self._free_at = self.loop.time() + self.gap_s
+            self._free_at = time() + self.gap_s
             lock.release()
 
     async def write(
@@ -283,9 +332,10 @@ class Bus:
     ) -> Reply:
         client = self._client
         t0 = self.loop.time()
-        refused = await self._connected(timeout_s)
-        if refused is not None:
-            return refused
+        if not client.connected:
+            refused = await self._connect(timeout_s)
+            if refused is not None:
+                return refused
         self._rx = b""
         self.requests += 1
         params = client.ctx.comm_params
@@ -307,63 +357,21 @@ class Bus:
             return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
         return Reply(values=list(values), elapsed_s=elapsed)
 
-    async def _connected(self, timeout_s: float) -> Reply | None:
-        """Connect when not connected; a Reply saying why when that fails, else None."""
+    async def _connect(self, timeout_s: float) -> Reply | None:
+        """Connect (the client is not connected); a Reply saying why when that fails, else None."""
         client = self._client
-        if not client.connected:
-            connected = False
-            try:
-                async with asyncio.timeout(timeout_s):
-                    connected = await client.connect()
-            except TimeoutError:
-                pass
-            except OSError as e:  # pragma: no cover - pymodbus catches these itself
-                return Reply(error="connect_failed", detail=f"cannot connect: {e.strerror or e}")
-            if not connected:
-                client.close()
-                return Reply(error="connect_failed", detail=self._connect_hint(timeout_s), elapsed_s=timeout_s)
-        return None
-
-    async def _exchange(self, unit: int, table: Table, address: int, count: int, timeout_s: float) -> Reply:
-        client = self._client
-        t0 = self.loop.time()
-        refused = await self._connected(timeout_s)
-        if refused is not None:
-            return refused
-        self._rx = b""
-        self.requests += 1
-        # The request's timeout is pymodbus' own response timer, set per request (slaves on one bus
-        # may differ): a second timer of ours would cost as much again on every request. We hold
-        # the bus lock, so no other request can see the value.
-        params = client.ctx.comm_params
-        if params.timeout_connect != timeout_s:
-            params.timeout_connect = timeout_s
+        connected = False
         try:
-            if table == "holding":
-                resp = await client.read_holding_registers(address, count=count, device_id=unit)
-            elif table == "input":
-                resp = await client.read_input_registers(address, count=count, device_id=unit)
-            elif table == "coil":
-                resp = await client.read_coils(address, count=count, device_id=unit)
-            else:
-                resp = await client.read_discrete_inputs(address, count=count, device_id=unit)
-        except ModbusIOException:
-            # With retries=0 pymodbus raises this when no acceptable frame came in time (a reply
-            # for another unit or transaction is skipped, a bad CRC dropped): find out which.
-            return self._silence(timeout_s)
-        except (ModbusException, OSError) as e:
+            async with asyncio.timeout(timeout_s):
+                connected = await client.connect()
+        except TimeoutError:
+            pass
+        except OSError as e:  # pragma: no cover - pymodbus catches these itself
+            return Reply(error="connect_failed", detail=f"cannot connect: {e.strerror or e}")
+        if not connected:
             client.close()
-            return Reply(error="io_error", detail=f"{type(e).__name__}: {e}", elapsed_s=self.loop.time() - t0)
-        elapsed = self.loop.time() - t0
-        if resp.isError():
-            return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
-        # pymodbus types both as Sequence[int]; they are a list of bool and a list of int
-        values: list[int] | list[bool] = resp.bits[:count] if table in BIT_TABLES else resp.registers  # type: ignore[assignment]
-        if len(values) < count:
-            return Reply(
-                error="truncated_reply", detail=f"asked for {count} values, got {len(values)}", elapsed_s=elapsed
-            )
-        return Reply(values=values, elapsed_s=elapsed)
+            return Reply(error="connect_failed", detail=self._connect_hint(timeout_s), elapsed_s=timeout_s)
+        return None
 
     def _silence(self, timeout_s: float) -> Reply:
         """A timed-out request: nothing at all, a frame that failed its CRC, or one cut short."""
