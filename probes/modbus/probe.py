@@ -63,7 +63,8 @@ class _Group:
 
     measurement: str
     tags: dict[str, str]
-    fields: tuple[tuple[int, str, Point | None], ...]  # point index, field, the point if it has an enum
+    fields: tuple[tuple[int, str], ...]  # point index, field
+    enums: tuple[tuple[int, str, Point], ...]  # point index, field for its name, the point
     dew: tuple[tuple[int, int, str], ...]  # temperature index, humidity index, field
 
 
@@ -95,20 +96,22 @@ class ModbusProbe(Probe):
 
     def _group(self, labels: dict[str, str]) -> list[_Group]:
         index = {p.name: i for i, p in enumerate(self.points)}
-        members: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, str, Point | None]]] = {}
+        members: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
         for i, p in enumerate(self.points):
             tags = {"device": self.name, **{k: labels.get(v, v) for k, v in p.sample_tags.items()}}
             key = (p.measurement, tuple(sorted(tags.items())))
-            members.setdefault(key, []).append((i, p.field_name, p if p.enum else None))
+            members.setdefault(key, []).append(i)
         groups = []
-        for (measurement, tag_items), fields in members.items():
-            mine = {i for i, _, _ in fields}
+        for (measurement, tag_items), mine in members.items():
+            points = [(i, self.points[i]) for i in mine]
             dew = tuple(
                 (index[d.temperature], index[d.humidity], d.field)
                 for d in self.config.register_map.dew_point
                 if index.get(d.temperature) in mine and d.humidity in index
             )
-            groups.append(_Group(measurement, dict(tag_items), tuple(fields), dew))
+            fields = tuple((i, p.field_name) for i, p in points)
+            enums = tuple((i, f"{p.field_name}_name", p) for i, p in points if p.enum)
+            groups.append(_Group(measurement, dict(tag_items), fields, enums, dew))
         return groups
 
     @property
@@ -138,7 +141,9 @@ class ModbusProbe(Probe):
         answered = False
         self._attempt = (None, _NOTHING, 0)
         try:
-            bus = self._open()
+            bus = self._bus
+            if bus is None or bus.loop is not asyncio.get_running_loop():
+                bus = self._open()
         except BusConflict as e:
             problems["bus"] = Problem("bus_conflict", str(e), event=False)
         else:
@@ -297,24 +302,24 @@ class ModbusProbe(Probe):
         return hint
 
     def _samples(self, values: dict[int, Any], stamp: int) -> list[Sample]:
-        # Values are already clean (sentinels, NaN and infinities came back as None), so the
-        # fields go into the Sample as they are.
+        # Values are already clean (sentinels, NaN and infinities came back as None and are not in
+        # ``values``), so the fields go into the Sample as they are.
         out: list[Sample] = []
         for g in self._groups:
             fields: dict[str, Any] = {}
-            for i, name, enum_point in g.fields:
+            for i, name in g.fields:
                 if i in values:
-                    v = values[i]
-                    fields[name] = v
-                    if enum_point is not None:
-                        fields[f"{name}_name"] = enum_point.state_name(v)
+                    fields[name] = values[i]
+            for i, name, point in g.enums:
+                if i in values:
+                    fields[name] = point.state_name(values[i])
             for t, h, name in g.dew:
                 if t in values and h in values:
                     dew = dew_point_c(values[t], values[h])
                     if dew is not None:
                         fields[name] = round(dew, 2)
             if fields:
-                out.append(Sample(g.measurement, dict(g.tags), fields, stamp))
+                out.append(Sample(g.measurement, g.tags.copy(), fields, stamp))
         return out
 
     def _events(self, problems: dict[str, Problem], stamp: int) -> list[Sample]:

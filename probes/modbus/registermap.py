@@ -252,7 +252,6 @@ class PointReader:
             return None, "not a number (the device sent NaN or infinity)"
         return float(value), ""
 
-
     def value_of(self) -> Callable[[Any, int], float | int | bool | str | None]:
         """:meth:`read` without the reason, for the poll's hot path: the value, or None where
         :meth:`read` says why not (call it then for the words). Plain numbers, by far the most
