@@ -140,17 +140,40 @@ class ModbusProbe(Probe):
         problems: dict[str, Problem] = {}
         answered = False
         self._attempt = (None, _NOTHING, 0)
-        try:
-            bus = self._bus
-            if bus is None or bus.loop is not asyncio.get_running_loop():
+        bus = self._bus
+        if bus is None or bus.loop is not asyncio.get_running_loop():
+            try:
                 bus = self._open()
-        except BusConflict as e:
-            problems["bus"] = Problem("bus_conflict", str(e), event=False)
-        else:
-            # The budget is a deadline handed to each request rather than a timer around the
-            # poll: a free bus costs no extra timer per request.
+            except BusConflict as e:
+                problems["bus"] = Problem("bus_conflict", str(e), event=False)
+                bus = None
+        if bus is not None:
+            # Every block in turn. The loop is here rather than in a coroutine of its own: each
+            # coroutine level costs its call, and its share of every suspension, on every poll
+            # (bench/modbus). The budget is a deadline handed to each request rather than a timer
+            # around the poll: a free bus costs no extra timer per request.
             deadline = bus.loop.time() + self._budget_s
-            answered = await self._poll(bus, deadline, values, problems)
+            blocks = self.blocks  # changed in place, so a split is kept for later polls
+            cfg = self.config
+            unit, timeout_s = cfg.unit, cfg.request_timeout
+            i = 0
+            while i < len(blocks):
+                block = blocks[i]
+                reply = await bus.read(unit, block.table, block.start, block.count, timeout_s, deadline)
+                if reply.error:
+                    reply = await self._retry(bus, block, deadline, reply)
+                else:
+                    self._attempt = (block, reply, 1)
+                if reply.ok:
+                    answered = True
+                    self._decode(block, reply.values or [], values, problems)
+                    i += 1
+                    continue
+                answered = answered or reply.answered
+                nxt = self._failed(i, reply, problems)
+                if nxt is None:
+                    break
+                i = nxt
         stamp = now_ns()
         samples = self._samples(values, stamp)
         if problems or self._problems:
@@ -164,7 +187,7 @@ class ModbusProbe(Probe):
         samples.append(
             status_sample(
                 self.kind,
-                self.target,
+                self.name,
                 status,
                 error=error,
                 duration_ms=(time.perf_counter() - t0) * 1000.0,
@@ -173,55 +196,37 @@ class ModbusProbe(Probe):
         )
         return samples
 
-    async def _poll(self, bus: Bus, deadline: float, values: dict[int, Any], problems: dict[str, Problem]) -> bool:
-        """Read every block into ``values``; True if the unit answered at all."""
-        answered = False
-        blocks = self.blocks  # changed in place, so a split is kept for later polls
-        cfg = self.config
-        unit, timeout_s = cfg.unit, cfg.request_timeout
-        i = 0
-        while i < len(blocks):
-            block = blocks[i]
-            reply = await bus.read(unit, block.table, block.start, block.count, timeout_s, deadline)
-            if not reply.error:  # the common case, kept short: one request, answered
-                self._attempt = (block, reply, 1)
-                answered = True
-                self._decode(block, reply.values or [], values, problems)
-                i += 1
-                continue
-            reply = await self._retry(bus, block, deadline, reply)
-            if reply.ok:
-                answered = True
-                self._decode(block, reply.values or [], values, problems)
-                i += 1
-                continue
-            if reply.error == "budget":
-                self._cut_short(problems)
-                break
-            answered = answered or reply.answered
-            if reply.code in _SPLIT_CODES:
-                halves = split(block, self.points)
-                if halves is not None:
-                    blocks[i : i + 1] = halves
-                    log.info(
-                        "modbus %s (%s): %s refused (%s); reading it as %s and %s from now on",
-                        self.name,
-                        self._where,
-                        block.describe(),
-                        reply.error,
-                        halves[0].describe(),
-                        halves[1].describe(),
-                    )
-                    continue
-            problems[self._key(reply, block)] = self._problem(reply, block, self._attempt[2])
-            i += 1
-            if reply.silent:
-                if i < len(blocks):
-                    problems["skipped"] = Problem(
-                        "skipped", f"{len(blocks) - i} more request(s) skipped this poll", event=False
-                    )
-                break
-        return answered
+    def _failed(self, i: int, reply: Reply, problems: dict[str, Problem]) -> int | None:
+        """Block ``i`` got no values: split it if the device refused its size, else record why.
+        The index of the block to read next, or None when the rest of the poll is pointless."""
+        blocks = self.blocks
+        block = blocks[i]
+        if reply.error == "budget":
+            self._cut_short(problems)
+            return None
+        if reply.code in _SPLIT_CODES:
+            halves = split(block, self.points)
+            if halves is not None:
+                blocks[i : i + 1] = halves
+                log.info(
+                    "modbus %s (%s): %s refused (%s); reading it as %s and %s from now on",
+                    self.name,
+                    self._where,
+                    block.describe(),
+                    reply.error,
+                    halves[0].describe(),
+                    halves[1].describe(),
+                )
+                return i
+        problems[self._key(reply, block)] = self._problem(reply, block, self._attempt[2])
+        i += 1
+        if reply.silent:
+            if i < len(blocks):
+                problems["skipped"] = Problem(
+                    "skipped", f"{len(blocks) - i} more request(s) skipped this poll", event=False
+                )
+            return None
+        return i
 
     async def _retry(self, bus: Bus, block: Block, deadline: float, reply: Reply) -> Reply:
         """After a first attempt that failed: again while the error is worth another try, the
