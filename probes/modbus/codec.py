@@ -70,23 +70,28 @@ def device_words(data: bytes, order: Order) -> list[int]:
 
 
 class Packed:
-    """One reply's registers as bytes, packed once so every value in it is a single
-    ``struct.unpack_from``: ``be`` holds each register big-endian as sent, ``le`` (made on first
-    use) each register byte-swapped. A value's order then picks the buffer and the endianness
-    (see :func:`layout`); ``words`` stays available for bits."""
+    """One reply's registers, for values read out of it: ``words`` as received; ``be`` the
+    registers big-endian as sent and ``le`` each register byte-swapped, each packed on first use
+    only, so every multi-register value is a single ``struct.unpack_from`` and a reply of
+    16-bit values alone (read from ``words``) packs nothing. A value's order picks the buffer and
+    the endianness (see :func:`layout`)."""
 
-    __slots__ = ("words", "be", "_le")
+    __slots__ = ("words", "be", "le")
+    be: bytes
+    le: bytes
 
     def __init__(self, words: Sequence[int]) -> None:
         self.words = words
-        self.be = struct.pack(f">{len(words)}H", *words)
-        self._le: bytes | None = None
 
-    @property
-    def le(self) -> bytes:
-        if self._le is None:
-            self._le = struct.pack(f"<{len(self.words)}H", *self.words)
-        return self._le
+    def __getattr__(self, name: str) -> bytes:
+        # Called only while the slot is still empty: fill it, and later reads are plain slot reads.
+        if name == "be":
+            self.be = struct.pack(f">{len(self.words)}H", *self.words)
+            return self.be
+        if name == "le":
+            self.le = struct.pack(f"<{len(self.words)}H", *self.words)
+            return self.le
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,7 +322,8 @@ class ModbusProbe(Probe):
                 if t in values and h in values:
                     dew = dew_point_c(values[t], values[h])
                     if dew is not None:
-                        fields[name] = round(dew, 2)
+                        # to 0.01 °C; round(dew, 2) would get there through a decimal conversion
+                        fields[name] = round(dew * 100.0) / 100.0
             if fields:
                 out.append(Sample(g.measurement, g.tags.copy(), fields, stamp))
         return out

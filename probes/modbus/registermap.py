@@ -263,6 +263,24 @@ class PointReader:
             return lambda data, off: read(data, off)[0]
         unpack, swapped, divisor, scale = lay.value, lay.swapped, self.divisor, self.scale
         isfinite = math.isfinite
+        if self.words == 1:
+            # One register: the word itself, byte-swapped for BADC/DCBA, signed for int16 —
+            # no packing of the reply at all.
+            swap = self.order in ("BADC", "DCBA")
+            signed = unpack(b"\xff\xff", 0)[0] < 0
+
+            def word(data: Any, off: int) -> float | None:
+                w: int = data.words[off]
+                if swap:
+                    w = ((w & 0xFF) << 8) | (w >> 8)
+                if signed and w & 0x8000:
+                    w -= 0x10000
+                if divisor:
+                    return w / divisor  # a 16-bit integer over a divisor >= 2: always finite
+                value = float(w * scale)
+                return value if isfinite(value) else None
+
+            return word
         if self.float32:
 
             def float32(data: Any, off: int) -> float | None:

@@ -308,7 +308,9 @@ class Bus:
                 )
             return Reply(values, "", 0, "", elapsed)
         finally:
-            self._free_at = time() + self.gap_s
+            gap = self.gap_s
+            if gap:  # a serial line's silence between frames; none on TCP, and no clock read for it
+                self._free_at = time() + gap
             lock.release()
 
     async def write(
