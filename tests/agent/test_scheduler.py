@@ -135,3 +135,70 @@ async def test_listener_emits_is_tagged_and_restarted_after_a_crash(monkeypatch:
     assert [e.fields["message"] for e in events] == ["start 1", "start 2"]
     assert all(e.tags["agent"] == "a1" and e.tags["type"] == "fake_trap" for e in events)
     assert any(x.measurement == "fake" for x in got)  # the polled probe ran alongside
+
+
+class GateProbe(Probe):
+    """A probe whose run ends when the test opens its gate."""
+
+    kind = "fake"
+    config_model = _Cfg
+    gate: asyncio.Future[None] | None = None
+    waiting = asyncio.Event()
+
+    async def collect(self) -> list[Sample]:
+        GateProbe.gate = asyncio.get_running_loop().create_future()
+        GateProbe.waiting.set()
+        await GateProbe.gate
+        return [status_sample("fake", self.name, "ok")]
+
+
+async def test_a_config_change_landing_as_a_run_ends_stops_the_probe_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen in the control e2e under load: a config push arrived in the loop turn in which an
+    SNMP poll (interval 1 h) finished, and the agent applied it only when it was stopped 20 s
+    later. Python 3.11's asyncio.wait_for returns the inner result when it is cancelled just as
+    the inner finishes — the cancellation is lost, the probe's loop sleeps on towards its next
+    run, and apply() waits for it. Here the gate opens and apply() cancels in the same turn."""
+    monkeypatch.setattr(sched_mod, "build_probe", lambda e: GateProbe(e.config, name=e.name, timeout_s=e.timeout_s))
+
+    async def cancel_once(task: asyncio.Task[None]) -> None:  # no second try: the first must land
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    monkeypatch.setattr(sched_mod, "_stop_task", cancel_once)
+    GateProbe.waiting = asyncio.Event()
+    got: list[Sample] = []
+    s = Scheduler([entry("hourly", interval=3600.0, timeout=60.0)], got.extend)
+    stop = asyncio.Event()
+    task = asyncio.create_task(s.run(stop))
+    try:
+        await asyncio.wait_for(GateProbe.waiting.wait(), 5)
+        assert GateProbe.gate is not None
+        GateProbe.gate.set_result(None)  # the run ends in the next turn...
+        applying = asyncio.create_task(s.apply([]))  # ...and the new config is applied in it
+        assert await asyncio.wait_for(applying, 5) == (0, 1, 0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_stopping_a_task_that_loses_a_cancellation_asks_again() -> None:
+    """The second line of defence: a task that swallows one cancellation (as library code can)
+    is still stopped."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(sched_mod._stop_task(task), 10)
+    assert task.cancelled() and swallowed == 1
