@@ -28,6 +28,7 @@ from probes.modbus.codec import (
     parse_manual_address,
     string_at,
 )
+from probes.scaling import exact_divisor
 
 BUILTIN_DIR = Path(__file__).resolve().with_name("maps")
 #: What a point's values look like in the Sample, by kind; also the default field names for
@@ -164,10 +165,6 @@ class Point(StrictModel):
     def reader(self) -> PointReader:
         """The point compiled for the hot path: what to unpack, and how to scale and check it."""
         scale = self.scale
-        divisor = 1.0 / scale if scale else 0.0
-        # Dividing by 10 gives the double nearest to the decimal reading (234 -> 23.4), where
-        # multiplying by 0.1 gives 23.400000000000002.
-        exact = 0 < scale < 1 and abs(divisor - round(divisor)) < 1e-9
         kind: Literal["coil", "bit", "string", "enum", "number"]
         if self.table in BIT_TABLES:
             kind = "coil"
@@ -185,7 +182,7 @@ class Point(StrictModel):
             invert=self.invert,
             invalid=self.invalid,
             negative_from=self.negative_from,
-            divisor=float(round(divisor)) if exact else 0.0,
+            divisor=exact_divisor(scale),
             scale=scale,
             offset=self.offset,
             float32=self.type == "float32",

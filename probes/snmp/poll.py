@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes.model import FieldValue, Sample, clean_fields, now_ns
+from probes.scaling import scaled
 from probes.snmp import rates
 from probes.snmp.adapt import Adaptive, Gate
 from probes.snmp.config import SnmpConfig
@@ -106,7 +107,7 @@ def decode_value(vb: VarBind | None, spec: FieldSpec, source: Source) -> FieldVa
         if spec.map is not None:
             n = spec.map.get(n, n)
     if source.scale is not None:
-        n = n * source.scale
+        n = scaled(n, source.scale)
     if kind == "int":
         return int(round(n))
     return float(n)

@@ -5,6 +5,7 @@ in tenths), plus SNMPv1 against a recording."""
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,19 @@ def test_ups_mib_in_tenths_named_in_the_config(snmpsim: SimAgent) -> None:
     assert (auto["input_voltage_v"], auto["input_frequency_hz"]) == (2369.0, 500.0)  # as RFC 1628 reads it
     assert fields["input_voltage_v"] == pytest.approx(236.9) and fields["input_frequency_hz"] == pytest.approx(50.0)
     assert fields["output_voltage_v"] == pytest.approx(219.9)
+
+
+def test_tenths_read_as_the_decimal_the_device_meant(snmpsim: SimAgent) -> None:
+    """upsInputCurrent 152 in tenths is 15.2 exactly (the double nearest 15.2), not 152 × 0.1 =
+    15.200000000000001, which is what an operator would then see; the oracle is the recording's
+    number put through decimal arithmetic."""
+    name = "UPS/huawei-gse200m"
+    rec = Recording.read(name, snmpsim.recordings.path(name))
+    raw = {k.removesuffix(".0"): v.number() for k, v in rec.column("1.3.6.1.2.1.33.1.3.3.1.4").items()}
+    assert raw and all(isinstance(n, int) for n in raw.values())
+    want = {k: float(Decimal(int(n)).scaleb(-1)) for k, n in raw.items()}  # type: ignore[arg-type]
+    lines = by_tag(poll(snmpsim.port, name, profile="ups_mib_tenths"), "ups_input", "line")
+    assert {k: s.fields["current_a"] for k, s in lines.items()} == want
 
 
 def test_snmp_v1_walks_with_getnext_and_falls_back_to_32_bit_counters(snmpsim: SimAgent) -> None:
