@@ -10,6 +10,7 @@ address.
 # No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations at
 # runtime, and the dependencies they name are local to build_app().
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -601,8 +602,10 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
     # -- logging in and out
     def _login(name: str, password: str, source: str) -> u.Session | u.AuthFailure:
         result = users_db().authenticate(name, password, source)
-        assert result.event is not None
-        record_event(result.event, source)
+        if result.event is not None:  # None: a throttled address again, its block already logged
+            record_event(result.event, source)
+        if isinstance(result, u.AuthFailure) and result.blocked is not None:
+            record_event(result.blocked, source)
         return result
 
     def _set_cookie(response: Response, s: u.Session) -> None:
@@ -616,12 +619,20 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
             path="/",
         )
 
-    @app.post("/api/login", response_model=LoginOut, tags=["session"], responses={401: {"model": ErrorOut}})
+    @app.post(
+        "/api/login",
+        response_model=LoginOut,
+        tags=["session"],
+        responses={401: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+    )
     def login(body: LoginIn, request: Request, response: Response) -> LoginOut:
         """Log in: sets the session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS). Failed
-        and locked-out logins answer the same 401; all are in the audit log."""
+        and locked-out logins answer the same 401; all are in the audit log. An address with too
+        many failed logins in a short time gets 429 with Retry-After until its block ends."""
         r = _login(body.name, body.password, client_address(request))
         if isinstance(r, u.AuthFailure):
+            if r.reason == "throttled":
+                raise HTTPException(429, r.message, {"Retry-After": str(math.ceil(r.retry_after_s))})
             raise HTTPException(401, r.message)
         _set_cookie(response, r)
         return LoginOut(user=r.user, role=r.role, must_change_password=r.must_change_password, expires=r.expires_ns)
@@ -673,7 +684,10 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
 
     @app.get("/api/stats", response_model=dict[str, Any], tags=["status"])
     def stats(p: Reader) -> dict[str, Any]:
-        return collector.stats()
+        out = dict(collector.stats())
+        if backend.users is not None:  # logins refused because their address was blocked, since start
+            out["logins_throttled"] = backend.users.throttle.refused
+        return out
 
     @app.get("/api/query", response_model=list[SampleOut], tags=["data"])
     def query(
@@ -1107,6 +1121,8 @@ def build_app(collector: CollectorView, backend: Backend, *, secure_cookies: boo
             return html(login_page("user name and password / 请输入用户名和密码"), 400)
         r = await run_in_threadpool(_login, name, password, client_address(request))
         if isinstance(r, u.AuthFailure):
+            if r.reason == "throttled":
+                return HTMLResponse(login_page(r.message), 429, {"Retry-After": str(math.ceil(r.retry_after_s))})
             return html(login_page(r.message), 401)
         lang = f.get("lang", "")
         out = RedirectResponse(f"/?lang={lang}" if lang in ("zh", "en") else "/", 303)

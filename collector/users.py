@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import sqlite3
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -83,6 +85,12 @@ class Policy:
     token_max_s: float = 366 * 86400  # API tokens always expire, at most a year (and a day) on
     min_length: int = 12
     max_length: int = 1024  # hashing megabytes on request is a denial of service, not a password
+    #: Failed logins from one source address within ``address_window_s`` before the address may
+    #: not try again for ``address_block_s``: one password tried across many accounts never locks
+    #: any of them, and every try makes the server hash a password.
+    address_max_failures: int = 20
+    address_window_s: float = 10 * 60
+    address_block_s: float = 15 * 60
 
 
 def hasher() -> PasswordHasher:
@@ -184,9 +192,66 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class AuthFailure:
-    reason: str  # bad_password | unknown_user | locked | disabled
-    event: Event
+    reason: str  # bad_password | unknown_user | locked | disabled | throttled
+    #: for the audit log; None for a throttled address' further tries (its block is logged once)
+    event: Event | None
     message: str = LOGIN_FAILED
+    retry_after_s: float = 0.0  # throttled: when the address may try again
+    #: this failure started a block of its source address (audited besides ``event``)
+    blocked: Event | None = None
+
+
+class AddressThrottle:
+    """Failed logins per source address (see :class:`Policy`). In memory, so a restart forgets
+    (and a lockout per account still holds); at most ``MAX_ADDRESSES`` are remembered, the
+    longest quiet forgotten first, so a flood from many addresses cannot grow it without bound."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, policy: Policy, clock: Callable[[], int]) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: OrderedDict[str, deque[int]] = OrderedDict()
+        self._blocked: OrderedDict[str, int] = OrderedDict()  # address -> blocked until (ns)
+        #: tries refused without a password check, since start
+        self.refused = 0
+
+    def wait_s(self, source: str) -> float:
+        """Seconds until ``source`` may try again; 0 when it may now (and the refusal is counted
+        when it may not)."""
+        now = self._clock()
+        with self._lock:
+            until = self._blocked.get(source)
+            if until is None:
+                return 0.0
+            if until <= now:
+                del self._blocked[source]
+                return 0.0
+            self.refused += 1
+            return (until - now) / 1e9
+
+    def failed(self, source: str) -> bool:
+        """Count a failed login from ``source``; True when that blocks the address."""
+        p = self.policy
+        now = self._clock()
+        window = int(p.address_window_s * 1e9)
+        with self._lock:
+            times = self._failures.pop(source, None)
+            if times is None:
+                times = deque(maxlen=p.address_max_failures)
+            times.append(now)
+            while times and times[0] <= now - window:
+                times.popleft()
+            if len(times) < p.address_max_failures:
+                self._failures[source] = times  # to the end: the most recently active
+                while len(self._failures) > self.MAX_ADDRESSES:
+                    self._failures.popitem(last=False)
+                return False
+            self._blocked[source] = now + int(p.address_block_s * 1e9)
+            while len(self._blocked) > self.MAX_ADDRESSES:
+                self._blocked.popitem(last=False)
+            return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +400,7 @@ class UserDB:
         self.policy = policy
         self._clock = clock
         self._ph = password_hasher or hasher()
+        self.throttle = AddressThrottle(policy, clock)
         self._dummy_hash: str | None = None
         self._lock = threading.Lock()
         self._touch_failed = False
@@ -440,9 +506,31 @@ class UserDB:
         """Check a password. Locked (after ``max_failures`` bad ones, for ``lockout_s``), disabled and
         unknown accounts fail the same way to the caller and take about the same time."""
         now = self._now()
+        if source:
+            wait = self.throttle.wait_s(source)
+            if wait > 0:  # refused before any password is hashed
+                minutes = max(1, math.ceil(wait / 60))
+                return AuthFailure(
+                    "throttled",
+                    None,
+                    f"too many failed logins from {source}; try again in {minutes} min / "
+                    f"此地址登录失败次数过多，请 {minutes} 分钟后再试",
+                    retry_after_s=wait,
+                )
 
         def fail(reason: str, target: str = name) -> AuthFailure:
-            return AuthFailure(reason, Event(name, "login", target, "failed", reason, source, now))
+            blocked = None
+            if source and self.throttle.failed(source):
+                p = self.policy
+                log.warning(
+                    "%d failed logins from %s within %g min: it may not try again for %g min",
+                    p.address_max_failures,
+                    source,
+                    p.address_window_s / 60,
+                    p.address_block_s / 60,
+                )
+                blocked = Event("-", "login.block", source, "refused", "too_many_failures", source, now)
+            return AuthFailure(reason, Event(name, "login", target, "failed", reason, source, now), blocked=blocked)
 
         with self._lock:
             r = self._db.execute(

@@ -366,6 +366,30 @@ def test_locked_out_user_stays_out(rig: Rig) -> None:
     assert rig.records("login")[-1]["result"] == "ok" and rig.records("user.unlock")[-1]["target"] == "otto"
 
 
+def test_an_address_with_too_many_failed_logins_gets_429_until_its_block_ends(rig: Rig) -> None:
+    """Password spraying: one password over many names never locks an account; the address is
+    blocked after the policy's 20 failures in 10 minutes, logged once in the audit log, and its
+    further tries — the right password, the page's form — get 429 with Retry-After, unaudited."""
+    policy = rig.users.policy
+    c = rig.client()
+    for i in range(policy.address_max_failures):
+        r = c.post("/api/login", json={"name": f"guess{i}", "password": "Spray-Password-1"})
+        assert r.status_code == 401, (i, r.text)
+    r = c.post("/api/login", json={"name": "otto", "password": PASSWORDS["operator"]})
+    assert r.status_code == 429 and "set-cookie" not in r.headers
+    assert 0 < int(r.headers["retry-after"]) <= policy.address_block_s
+    assert "too many failed logins" in r.json()["error"] and "分钟后再试" in r.json()["error"]
+    r = c.post("/login", data={"name": "otto", "password": PASSWORDS["operator"]})
+    assert r.status_code == 429 and "set-cookie" not in r.headers and "retry-after" in r.headers
+    blocks = rig.records("login.block")
+    assert len(blocks) == 1 and blocks[0]["target"] == "127.0.0.1" and blocks[0]["result"] == "refused"
+    assert len(rig.records("login")) == policy.address_max_failures  # the refused tries are counted, not audited
+    assert rig.users.throttle.refused == 2
+    rig.users.throttle._blocked.clear()  # as when the block runs out (the unit tests move a clock)
+    assert rig.client("viewer").get("/api/stats").json()["logins_throttled"] == 2
+    assert rig.users.user("otto").failed_logins == 0  # type: ignore[union-attr]
+
+
 def test_unknown_user_and_bad_tokens(rig: Rig) -> None:
     c = rig.client()
     r = c.post("/api/login", json={"name": "ghost", "password": "Whatever-123"})

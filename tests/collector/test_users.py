@@ -393,3 +393,78 @@ def test_bad_names_and_roles_refused(db: UserDB) -> None:
     with pytest.raises(Refused) as e:
         db.add_user(LOCAL, "ok", "root")
     assert e.value.event.reason == "bad_role"
+
+
+# --- failed logins per source address ------------------------------------------------------------
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verified = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002 - argon2's name
+        self.verified += 1
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def small(tmp_path: Path, clock: Clock) -> tuple[UserDB, CountingHasher]:
+    h = CountingHasher()
+    policy = Policy(address_max_failures=3, address_window_s=60, address_block_s=120)
+    d = UserDB(tmp_path / "users.db", clock=clock, password_hasher=h, policy=policy)
+    yield d, h
+    d.close()
+
+
+def test_an_address_spraying_one_password_over_accounts_is_blocked(
+    small: tuple[UserDB, CountingHasher], clock: Clock
+) -> None:
+    """One password tried across accounts never locks an account (one failure each); the source
+    address is blocked after ``address_max_failures`` within the window — the block logged once —
+    and its further tries are refused without hashing anything, even with a right password."""
+    db, h = small
+    for name in ("ann", "bob", "cat"):
+        ready(db, name, "viewer")
+    results = [db.authenticate(name, "Spray-Password-1", "192.0.2.7") for name in ("ann", "bob", "ghost")]
+    assert [r.reason for r in results if isinstance(r, AuthFailure)] == ["bad_password", "bad_password", "unknown_user"]
+    assert [r.blocked is not None for r in results if isinstance(r, AuthFailure)] == [False, False, True]
+    blocked = results[-1].blocked  # type: ignore[union-attr]
+    assert blocked is not None and (blocked.action, blocked.target, blocked.result) == (
+        "login.block",
+        "192.0.2.7",
+        "refused",
+    )
+    assert all(db.user(n).failed_logins <= 1 for n in ("ann", "bob", "cat"))  # type: ignore[union-attr]
+
+    before = h.verified
+    r = db.authenticate("cat", GOOD, "192.0.2.7")  # the right password, from the blocked address
+    assert isinstance(r, AuthFailure) and r.reason == "throttled" and r.event is None and r.blocked is None
+    assert r.retry_after_s == pytest.approx(120) and "2 min" in r.message and "分钟" in r.message
+    assert h.verified == before  # refused before any hashing
+    assert db.throttle.refused == 1
+
+    assert isinstance(db.authenticate("cat", GOOD, "192.0.2.8"), Session)  # another address is not affected
+    clock.advance(121)
+    assert isinstance(db.authenticate("cat", GOOD, "192.0.2.7"), Session)  # the block ends
+
+
+def test_failures_spread_wider_than_the_window_do_not_block(small: tuple[UserDB, CountingHasher], clock: Clock) -> None:
+    db, _ = small
+    ready(db, "ann", "viewer")
+    for _ in range(5):
+        r = db.authenticate("ghost", "Whatever-12345", "192.0.2.7")
+        assert isinstance(r, AuthFailure) and r.reason == "unknown_user" and r.blocked is None
+        clock.advance(31)  # two failures per 60 s window at most
+    assert isinstance(db.authenticate("ann", GOOD, "192.0.2.7"), Session)
+
+
+def test_the_addresses_remembered_are_bounded(
+    small: tuple[UserDB, CountingHasher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = small
+    monkeypatch.setattr(u.AddressThrottle, "MAX_ADDRESSES", 50)
+    for i in range(200):
+        db.throttle.failed(f"198.51.100.{i}")
+    assert len(db.throttle._failures) == 50
+    assert "198.51.100.199" in db.throttle._failures and "198.51.100.0" not in db.throttle._failures
