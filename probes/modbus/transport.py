@@ -273,14 +273,7 @@ class Bus:
                 refused = await self._connect(timeout_s)
                 if refused is not None:
                     return refused
-            self._rx = b""
-            self.requests += 1
-            # The request's timeout is pymodbus' own response timer, set per request (slaves on one
-            # bus may differ): a second timer of ours would cost as much again on every request. We
-            # hold the bus lock, so no other request can see the value.
-            params = client.ctx.comm_params
-            if params.timeout_connect != timeout_s:
-                params.timeout_connect = timeout_s
+            self._begin(timeout_s)
             try:
                 if table == "holding":
                     resp = await client.read_holding_registers(address, count=count, device_id=unit)
@@ -338,10 +331,7 @@ class Bus:
             refused = await self._connect(timeout_s)
             if refused is not None:
                 return refused
-        self._rx = b""
-        self.requests += 1
-        params = client.ctx.comm_params
-        params.timeout_connect = timeout_s
+        self._begin(timeout_s)
         try:
             if table == "coil":
                 resp = await client.write_coil(address, bool(values[0]), device_id=unit)
@@ -358,6 +348,17 @@ class Bus:
         if resp.isError():
             return exception_reply(int(getattr(resp, "exception_code", 0) or 0), elapsed)
         return Reply(values=list(values), elapsed_s=elapsed)
+
+    def _begin(self, timeout_s: float) -> None:
+        """A request is about to go out (the caller holds the bus lock)."""
+        self._rx = b""
+        self.requests += 1
+        # The request's timeout is pymodbus' own response timer, set per request (slaves on one bus
+        # may differ): a second timer of ours would cost as much again on every request. We hold the
+        # bus lock, so no other request can see the value.
+        params = self._client.ctx.comm_params
+        if params.timeout_connect != timeout_s:
+            params.timeout_connect = timeout_s
 
     async def _connect(self, timeout_s: float) -> Reply | None:
         """Connect (the client is not connected); a Reply saying why when that fails, else None."""
