@@ -206,9 +206,7 @@ class Collector:
         self.receiver.ack(msgs)
         return True
 
-    def _record(
-        self, group: Classified, counts: dict[str, dict[str, int]], intents: list[tuple[str, int]]
-    ) -> bool:
+    def _record(self, group: Classified, counts: dict[str, dict[str, int]], intents: list[tuple[str, int]]) -> bool:
         """The stored group into state.db (the seen log, the inventory, and the write intents it
         clears, in one transaction), retried while state.db cannot be written (a full disk): the
         messages are acknowledged only after it. False when stopping first (the broker redelivers

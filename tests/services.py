@@ -75,9 +75,7 @@ def find_binary(name: str, env: str, *fallbacks: str) -> str:
     for candidate in (os.environ.get(env), shutil.which(name), *fallbacks):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise ServiceMissing(
-        f"{name} is not installed (looked in ${env}, PATH, {', '.join(fallbacks)}): {INSTALL_HINT}"
-    )
+    raise ServiceMissing(f"{name} is not installed (looked in ${env}, PATH, {', '.join(fallbacks)}): {INSTALL_HINT}")
 
 
 def wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -151,9 +149,7 @@ class Service:
             self.wait_ready(timeout_s)
         except Exception as e:
             self.kill()
-            raise RuntimeError(
-                f"{self.name} did not start on {self.host}:{self.port}: {e}\n{self.log_tail()}"
-            ) from e
+            raise RuntimeError(f"{self.name} did not start on {self.host}:{self.port}: {e}\n{self.log_tail()}") from e
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful stop (SIGTERM, the service saves its state), SIGKILL after ``timeout_s``."""
@@ -258,9 +254,7 @@ def make_tls_files(
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0] if dns_names else ips[0])])
-        )
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0] if dns_names else ips[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -269,9 +263,7 @@ def make_tls_files(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -279,9 +271,7 @@ def make_tls_files(
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.key.chmod(0o600)
     return files
@@ -338,9 +328,7 @@ class Mosquitto(Service):
             passwd = find_binary("mosquitto_passwd", "NETWATCH_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
             for i, (user, password) in enumerate(self.users.items()):
                 create = ["-c"] if i == 0 else []
-                subprocess.run(
-                    [passwd, *create, "-b", str(pw_file), user, password], check=True, capture_output=True
-                )
+                subprocess.run([passwd, *create, "-b", str(pw_file), user, password], check=True, capture_output=True)
             lines += ["allow_anonymous false", f"password_file {pw_file}"]
         else:
             lines.append("allow_anonymous true")
@@ -400,16 +388,12 @@ def start_mosquitto(
     ``tls`` makes the listener TLS-only with a fresh CA (``broker.ca_path``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tls_files = make_tls_files(workdir / "tls") if tls else None
-    broker = Mosquitto(
-        workdir, port or free_port(), users=users, tls=tls_files, acl=acl, extra_config=extra_config
-    )
+    broker = Mosquitto(workdir, port or free_port(), users=users, tls=tls_files, acl=acl, extra_config=extra_config)
     broker.start()
     return broker
 
 
-def start_secure_mosquitto(
-    workdir: Path, *, username: str = "netwatch", port: int | None = None
-) -> Mosquitto:
+def start_secure_mosquitto(workdir: Path, *, username: str = "netwatch", port: int | None = None) -> Mosquitto:
     """TLS listener + password file with one user and a random password (``broker.password``)."""
     return start_mosquitto(workdir, port=port, users={username: secrets.token_urlsafe(12)}, tls=True)
 
@@ -427,9 +411,7 @@ class VictoriaMetrics(Service):
         self, workdir: Path, port: int, *, dedup: str | None = "1ms", extra_flags: tuple[str, ...] = ()
     ) -> None:
         super().__init__(workdir, "127.0.0.1", port)
-        self.binary = find_binary(
-            "victoria-metrics", "NETWATCH_VICTORIA_METRICS", "/usr/bin/victoria-metrics"
-        )
+        self.binary = find_binary("victoria-metrics", "NETWATCH_VICTORIA_METRICS", "/usr/bin/victoria-metrics")
         self.data_dir = workdir / "data"
         self.dedup = dedup
         self.extra_flags = extra_flags

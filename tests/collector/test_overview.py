@@ -12,7 +12,9 @@ def _tags(site: str) -> dict[str, str]:
     return {"site": site, "county": "county-a"} if site != "city" else {"site": "city"}
 
 
-def _alert(i: int, labels: dict[str, str], severity: str, rule: str, suppressed_by: str | None = None) -> dict[str, Any]:
+def _alert(
+    i: int, labels: dict[str, str], severity: str, rule: str, suppressed_by: str | None = None
+) -> dict[str, Any]:
     return {"id": i, "labels": labels, "severity": severity, "rule": rule, "suppressed_by": suppressed_by}
 
 

@@ -22,8 +22,15 @@ TYPES = {
 }
 # A field's name suffix promises its unit; the catalogue must agree.
 # Longest suffix first: "_per_s" is a rate, not a duration.
-SUFFIX_UNITS = {"_per_s": "1/s", "_ms": "ms", "_s": "s", "_pct": "%", "_bytes": "bytes", "_bps": "bit/s",
-                "_pps": "packets/s"}
+SUFFIX_UNITS = {
+    "_per_s": "1/s",
+    "_ms": "ms",
+    "_s": "s",
+    "_pct": "%",
+    "_bytes": "bytes",
+    "_bps": "bit/s",
+    "_pps": "packets/s",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,10 @@ def test_store_stage_counts_a_partly_committed_batch_exactly(sink: SqliteSink) -
 
     now = time.time_ns()
     good = [Sample("room", {"sensor": f"s{i}"}, {"t": 20.0 + i}, now + i) for i in range(4)]
-    bad = [Sample("room", {"sensor": "x"}, {"t": math.nan}, now + 10), Sample("room", {"sensor": "y"}, {"t": 2**70}, now)]
+    bad = [
+        Sample("room", {"sensor": "x"}, {"t": math.nan}, now + 10),
+        Sample("room", {"sensor": "y"}, {"t": 2**70}, now),
+    ]
     counters = Counters()
     assert Store([sink], counters, threading.Event()).write([good[0], bad[0], *good[1:3], bad[1], good[3]])
     snap = counters.snapshot()
